@@ -1,0 +1,1 @@
+//! conveyor-api (placeholder: filled in by its issue).

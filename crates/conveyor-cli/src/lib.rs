@@ -1,0 +1,1 @@
+//! conveyor-cli (placeholder: filled in by its issue).

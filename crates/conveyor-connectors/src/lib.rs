@@ -1,0 +1,1 @@
+//! conveyor-connectors (placeholder: filled in by its issue).

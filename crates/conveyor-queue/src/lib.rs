@@ -1,0 +1,1 @@
+//! conveyor-queue (placeholder: filled in by its issue).

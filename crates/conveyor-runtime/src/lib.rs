@@ -1,0 +1,1 @@
+//! conveyor-runtime (placeholder: filled in by its issue).

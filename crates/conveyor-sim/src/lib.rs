@@ -1,0 +1,1 @@
+//! conveyor-sim (placeholder: filled in by its issue).

@@ -1,0 +1,1 @@
+//! conveyor-store (placeholder: filled in by its issue).

@@ -1,0 +1,1 @@
+//! conveyor-sync (placeholder: filled in by its issue).

@@ -1,0 +1,1 @@
+//! conveyor-webhooks (placeholder: filled in by its issue).

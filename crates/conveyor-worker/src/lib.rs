@@ -1,0 +1,1 @@
+//! conveyor-worker (placeholder: filled in by its issue).
