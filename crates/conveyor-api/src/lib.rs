@@ -1,1 +1,56 @@
-//! conveyor-api (placeholder: filled in by its issue).
+//! The Conveyor HTTP API.
+//!
+//! It stays thin: it validates, authenticates, reads and writes Redis, and pushes jobs. It never
+//! calls a customer's system, so any number of replicas can run side by side. The binary only
+//! reads [`Config`] and calls [`serve`]; tests build [`router`] and call it directly, or start
+//! the real server on port 0.
+
+pub mod config;
+mod health;
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use axum::Router;
+use conveyor_runtime::{RedisLink, Shutdown};
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+/// What every request handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The Redis server holding queues, configuration and records.
+    pub redis: RedisLink,
+}
+
+impl AppState {
+    /// State for `config`. Makes no connection yet: the API starts while Redis is down.
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let redis = RedisLink::new(&config.common.redis_url).context("opening the Redis URL")?;
+        Ok(AppState { redis })
+    }
+}
+
+/// The full router.
+pub fn router(state: AppState) -> Router {
+    Router::new().merge(health::routes()).with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` trips, then drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let addr: SocketAddr = listener
+        .local_addr()
+        .context("reading the listener's address")?;
+    tracing::info!(%addr, "conveyor-api listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("conveyor-api stopped");
+    Ok(())
+}

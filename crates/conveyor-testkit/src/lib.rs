@@ -6,8 +6,10 @@
 //! another test uses. [`RedisServer::restart`] keeps the data (with AOF persistence on), for the
 //! reliability tests that restart Redis mid-run.
 
+mod binaries;
 mod process;
 mod redis_server;
 
+pub use binaries::{Spawned, cargo_bin};
 pub use process::{ChildGuard, free_port};
 pub use redis_server::{Persistence, RedisServer, RedisServerOptions, TestkitError};
