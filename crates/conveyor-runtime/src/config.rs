@@ -27,7 +27,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "invalid configuration ({} problem(s)):", self.problems.len())?;
+        writeln!(
+            f,
+            "invalid configuration ({} problem(s)):",
+            self.problems.len()
+        )?;
         for problem in &self.problems {
             writeln!(f, "  {}: {}", problem.key, problem.message)?;
         }
@@ -43,24 +47,34 @@ pub struct ConfigReader<F> {
 
 impl<F> fmt::Debug for ConfigReader<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConfigReader").field("problems", &self.problems).finish_non_exhaustive()
+        f.debug_struct("ConfigReader")
+            .field("problems", &self.problems)
+            .finish_non_exhaustive()
     }
 }
 
 impl<F: Fn(&str) -> Option<String>> ConfigReader<F> {
     /// A reader over `lookup`.
     pub fn new(lookup: F) -> Self {
-        ConfigReader { lookup, problems: Vec::new() }
+        ConfigReader {
+            lookup,
+            problems: Vec::new(),
+        }
     }
 
     /// The raw value of `key`, if set and not blank.
     pub fn raw(&self, key: &str) -> Option<String> {
-        (self.lookup)(key).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+        (self.lookup)(key)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
     }
 
     /// Records a problem with `key` found by the caller's own validation.
     pub fn problem(&mut self, key: &str, message: impl Into<String>) {
-        self.problems.push(ConfigProblem { key: key.to_owned(), message: message.into() });
+        self.problems.push(ConfigProblem {
+            key: key.to_owned(),
+            message: message.into(),
+        });
     }
 
     /// A string, or `default` when unset.
@@ -104,7 +118,10 @@ impl<F: Fn(&str) -> Option<String>> ConfigReader<F> {
     {
         let value = self.parse(key, default);
         if value < min || value > max {
-            self.problem(key, format!("{value} is out of range; expected {min} to {max}"));
+            self.problem(
+                key,
+                format!("{value} is out of range; expected {min} to {max}"),
+            );
             return default;
         }
         value
@@ -143,7 +160,10 @@ impl<F: Fn(&str) -> Option<String>> ConfigReader<F> {
     /// A `redis://` or `rediss://` URL, or `default`.
     pub fn redis_url(&mut self, key: &str, default: &str) -> String {
         let url = self.string(key, default);
-        if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("unix://"))
+        {
             // Never echo the value: a Redis URL may carry a password.
             self.problem(key, "must start with redis://, rediss:// or unix://");
         } else if redis::Client::open(url.as_str()).is_err() {
@@ -154,14 +174,22 @@ impl<F: Fn(&str) -> Option<String>> ConfigReader<F> {
 
     /// Ends reading: every problem found, or `Ok(())`.
     pub fn finish(self) -> Result<(), ConfigError> {
-        if self.problems.is_empty() { Ok(()) } else { Err(ConfigError { problems: self.problems }) }
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError {
+                problems: self.problems,
+            })
+        }
     }
 }
 
 /// Parses `250ms`, `30s`, `5m`, `2h`, `1d`; a bare number is seconds.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: u64 = number.parse().ok()?;
     let millis = match unit.trim() {
@@ -182,8 +210,10 @@ mod tests {
     use super::*;
 
     fn reader(pairs: &[(&str, &str)]) -> ConfigReader<impl Fn(&str) -> Option<String>> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         ConfigReader::new(move |key: &str| map.get(key).cloned())
     }
 
@@ -192,7 +222,10 @@ mod tests {
         let mut r = reader(&[("CONVEYOR_BLANK", "  ")]);
         assert_eq!(r.string("CONVEYOR_BLANK", "d"), "d");
         assert_eq!(r.parse("CONVEYOR_N", 7u32), 7);
-        assert_eq!(r.duration("CONVEYOR_D", Duration::from_secs(3)), Duration::from_secs(3));
+        assert_eq!(
+            r.duration("CONVEYOR_D", Duration::from_secs(3)),
+            Duration::from_secs(3)
+        );
         assert!(r.flag("CONVEYOR_F", true));
         assert!(r.finish().is_ok());
     }
@@ -227,7 +260,10 @@ mod tests {
         );
         let text = err.to_string();
         assert!(text.contains("6 problem(s)"), "{text}");
-        assert!(!text.contains("pw@"), "a Redis URL's password is never echoed: {text}");
+        assert!(
+            !text.contains("pw@"),
+            "a Redis URL's password is never echoed: {text}"
+        );
     }
 
     #[test]
@@ -279,6 +315,10 @@ impl CommonConfig {
         if let Err(err) = crate::telemetry::check_filter(&log_filter) {
             reader.problem("CONVEYOR_LOG", format!("is not a valid filter: {err}"));
         }
-        CommonConfig { redis_url, log_format, log_filter }
+        CommonConfig {
+            redis_url,
+            log_format,
+            log_filter,
+        }
     }
 }

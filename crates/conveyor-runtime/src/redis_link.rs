@@ -23,7 +23,9 @@ impl std::fmt::Debug for RedisLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The connection info may hold a password: show only the address.
         let addr = &self.client.get_connection_info().addr();
-        f.debug_struct("RedisLink").field("addr", addr).finish_non_exhaustive()
+        f.debug_struct("RedisLink")
+            .field("addr", addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -87,14 +89,20 @@ mod tests {
         // Poll until the link sees the server again (reconnects are asynchronous).
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while link.ping().await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "link never recovered");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "link never recovered"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         server.stop();
         assert!(link.ping().await.is_err(), "down again");
         server.start_again().unwrap();
         while link.ping().await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "link never recovered twice");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "link never recovered twice"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -26,14 +26,18 @@ impl FromStr for LogFormat {
         match s.to_ascii_lowercase().as_str() {
             "text" | "pretty" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
-            other => Err(format!("unknown log format `{other}`; expected text or json")),
+            other => Err(format!(
+                "unknown log format `{other}`; expected text or json"
+            )),
         }
     }
 }
 
 /// Checks a filter directive without installing it, so configuration can report it.
 pub fn check_filter(filter: &str) -> Result<(), String> {
-    EnvFilter::try_new(filter).map(|_| ()).map_err(|err| err.to_string())
+    EnvFilter::try_new(filter)
+        .map(|_| ())
+        .map_err(|err| err.to_string())
 }
 
 /// Installs the global subscriber. Call once, first thing in `main`; a second call is ignored.
