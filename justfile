@@ -1,0 +1,39 @@
+# Conveyor: a distributed job-queue sync worker fleet for ERP/CMMS/EAM records.
+# `just demo` runs the whole thing on this machine; `just test` runs every test.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List the recipes.
+default:
+    @just --list
+
+# Install what the commands need and is missing: redis-server, cargo-nextest, the Python webhook verifier.
+setup:
+    scripts/setup.sh
+
+# Start Redis, the source simulator, the API and two workers, run real syncs; Ctrl-C stops everything.
+demo: setup
+    cargo build --bins
+    scripts/demo.sh
+
+# Run the whole test suite against real redis-server processes.
+test: setup
+    cargo build --workspace --bins
+    cargo nextest run --workspace --no-fail-fast
+
+# Formatting and lints, as CI runs them.
+check:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Run the API against the Redis in CONVEYOR_REDIS_URL (default redis://127.0.0.1:6379/).
+run-api:
+    cargo run --bin conveyor-api
+
+# Run one worker against the Redis in CONVEYOR_REDIS_URL (default redis://127.0.0.1:6379/).
+run-worker:
+    cargo run --bin conveyor-worker
+
+# Run every benchmark and write bench/results/*.json.
+bench: setup
+    @echo "no benchmarks yet: they arrive with the queue, sync and API issues"
