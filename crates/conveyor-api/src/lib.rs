@@ -6,7 +6,10 @@
 //! the real server on port 0.
 
 pub mod config;
+pub mod error;
+pub mod extract;
 mod health;
+pub mod request_id;
 
 use std::net::SocketAddr;
 
@@ -34,7 +37,26 @@ impl AppState {
 
 /// The full router.
 pub fn router(state: AppState) -> Router {
-    Router::new().merge(health::routes()).with_state(state)
+    Router::new()
+        .merge(health::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            extract::MAX_BODY_BYTES,
+        ))
+        .layer(axum::middleware::from_fn(request_id::middleware))
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> error::ApiError {
+    error::ApiError::not_found(format!("route `{}`", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> error::ApiError {
+    error::ApiError::invalid(format!(
+        "method {method} is not allowed on `{}`",
+        uri.path()
+    ))
 }
 
 /// Serves the API on `listener` until `shutdown` trips, then drains in-flight requests.
