@@ -11,6 +11,7 @@ pub mod error_code;
 pub mod event;
 pub mod id;
 pub mod job;
+pub mod records;
 
 pub use connection::{Connection, Credentials, EntityConfig, ProfileKind, Secret, SourceSettings};
 pub use domain::{ConnectionStatus, Entity, SyncMode, SyncTrigger, UnknownVariant};
@@ -21,3 +22,6 @@ pub use id::{
     TenantId,
 };
 pub use job::SyncJob;
+pub use records::{
+    Asset, PurchaseOrder, PurchaseOrderLine, RecordData, UnifiedRecord, Vendor, WorkOrder,
+};

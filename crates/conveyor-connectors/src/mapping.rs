@@ -1,0 +1,662 @@
+//! Mapping source records onto unified records, driven by tables of field names.
+//!
+//! Each profile has, per entity, a table saying which source field feeds each unified field
+//! (`order_number` ← `PurchaseOrder` for SAP, ← `ponum` for Maximo). A connection can override any
+//! entry through `EntityConfig::field_overrides`, keyed by unified field name, because customers
+//! rename and extend fields (Dynamics 365 spells things its own way under the same OData v4
+//! protocol). Paths into nested objects use `/` (`to_PurchaseOrderItem/results`). Line fields are
+//! named `line.<field>` and are read inside each element of the `lines` array.
+//!
+//! The mapping is strict about the two fields a sync cannot do without (the key and the change
+//! time) and about values of the wrong kind; a field the source simply omits maps to `None`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, FixedOffset, Utc};
+use conveyor_core::{
+    Asset, Entity, ProfileKind, PurchaseOrder, PurchaseOrderLine, RecordData, UnifiedRecord,
+    Vendor, WorkOrder,
+};
+use serde_json::Value;
+
+use crate::timestamp::parse_timestamp;
+
+/// What kind of value a unified field holds, which decides how a source value is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    /// Text; numbers and booleans are written out as text.
+    Text,
+    /// A decimal kept as text; a JSON number is written out, a string must look like a number.
+    Decimal,
+    /// A timestamp in any spelling the sources use.
+    Timestamp,
+    /// A yes/no flag: `true`, or one of the codes `X`, `L`, `Y`, `1`, `true`.
+    Flag,
+    /// An array of purchase order lines.
+    Lines,
+}
+
+const PURCHASE_ORDER_FIELDS: &[(&str, FieldKind)] = &[
+    ("external_key", FieldKind::Text),
+    ("updated_at", FieldKind::Timestamp),
+    ("deleted", FieldKind::Flag),
+    ("order_number", FieldKind::Text),
+    ("vendor_key", FieldKind::Text),
+    ("status", FieldKind::Text),
+    ("currency", FieldKind::Text),
+    ("total_amount", FieldKind::Decimal),
+    ("order_date", FieldKind::Timestamp),
+    ("lines", FieldKind::Lines),
+    ("line.line_number", FieldKind::Text),
+    ("line.item", FieldKind::Text),
+    ("line.description", FieldKind::Text),
+    ("line.quantity", FieldKind::Decimal),
+    ("line.unit", FieldKind::Text),
+    ("line.unit_price", FieldKind::Decimal),
+];
+
+const WORK_ORDER_FIELDS: &[(&str, FieldKind)] = &[
+    ("external_key", FieldKind::Text),
+    ("updated_at", FieldKind::Timestamp),
+    ("deleted", FieldKind::Flag),
+    ("number", FieldKind::Text),
+    ("description", FieldKind::Text),
+    ("status", FieldKind::Text),
+    ("asset_key", FieldKind::Text),
+    ("location", FieldKind::Text),
+    ("priority", FieldKind::Text),
+    ("work_type", FieldKind::Text),
+    ("scheduled_start", FieldKind::Timestamp),
+];
+
+const ASSET_FIELDS: &[(&str, FieldKind)] = &[
+    ("external_key", FieldKind::Text),
+    ("updated_at", FieldKind::Timestamp),
+    ("deleted", FieldKind::Flag),
+    ("number", FieldKind::Text),
+    ("description", FieldKind::Text),
+    ("status", FieldKind::Text),
+    ("location", FieldKind::Text),
+    ("serial_number", FieldKind::Text),
+];
+
+const VENDOR_FIELDS: &[(&str, FieldKind)] = &[
+    ("external_key", FieldKind::Text),
+    ("updated_at", FieldKind::Timestamp),
+    ("deleted", FieldKind::Flag),
+    ("number", FieldKind::Text),
+    ("name", FieldKind::Text),
+    ("country", FieldKind::Text),
+    ("city", FieldKind::Text),
+    ("status", FieldKind::Text),
+];
+
+/// The unified fields of an entity and their kinds; the keys `field_overrides` accepts.
+pub fn unified_fields(entity: Entity) -> &'static [(&'static str, FieldKind)] {
+    match entity {
+        Entity::PurchaseOrders => PURCHASE_ORDER_FIELDS,
+        Entity::WorkOrders => WORK_ORDER_FIELDS,
+        Entity::Assets => ASSET_FIELDS,
+        // `Entity` is non-exhaustive; vendors and anything added later without a model share the
+        // vendor table until they get their own.
+        _ => VENDOR_FIELDS,
+    }
+}
+
+type Table = &'static [(&'static str, &'static str)];
+
+// SAP S/4HANA (OData v2 and v4 share field names; only the navigation to items differs).
+const SAP_PURCHASE_ORDER_COMMON: Table = &[
+    ("external_key", "PurchaseOrder"),
+    ("updated_at", "LastChangeDateTime"),
+    ("deleted", "PurchasingDocumentDeletionCode"),
+    ("order_number", "PurchaseOrder"),
+    ("vendor_key", "Supplier"),
+    ("status", "PurchasingProcessingStatus"),
+    ("currency", "DocumentCurrency"),
+    ("order_date", "PurchaseOrderDate"),
+    ("line.line_number", "PurchaseOrderItem"),
+    ("line.item", "Material"),
+    ("line.description", "PurchaseOrderItemText"),
+    ("line.quantity", "OrderQuantity"),
+    ("line.unit", "PurchaseOrderQuantityUnit"),
+    ("line.unit_price", "NetPriceAmount"),
+];
+const SAP_WORK_ORDER: Table = &[
+    ("external_key", "MaintenanceOrder"),
+    ("updated_at", "LastChangeDateTime"),
+    ("number", "MaintenanceOrder"),
+    ("description", "MaintenanceOrderDesc"),
+    ("status", "MaintOrdProcessPhaseCode"),
+    ("asset_key", "Equipment"),
+    ("location", "FunctionalLocation"),
+    ("priority", "MaintPriority"),
+    ("work_type", "MaintenanceOrderType"),
+    ("scheduled_start", "MaintOrdBasicStartDateTime"),
+];
+const SAP_ASSET: Table = &[
+    ("external_key", "Equipment"),
+    ("updated_at", "LastChangeDateTime"),
+    ("deleted", "EquipmentIsMarkedForDeletion"),
+    ("number", "Equipment"),
+    ("description", "EquipmentName"),
+    ("status", "EquipmentCategory"),
+    ("location", "FunctionalLocation"),
+    ("serial_number", "SerialNumber"),
+];
+const SAP_VENDOR: Table = &[
+    ("external_key", "Supplier"),
+    ("updated_at", "LastChangeDateTime"),
+    ("deleted", "DeletionIndicator"),
+    ("number", "Supplier"),
+    ("name", "SupplierName"),
+    ("country", "Country"),
+    ("city", "CityName"),
+    ("status", "PostingIsBlocked"),
+];
+
+// IBM Maximo object structures (lean JSON: lower-case attribute names).
+const MAXIMO_PURCHASE_ORDER: Table = &[
+    ("external_key", "poid"),
+    ("updated_at", "changedate"),
+    ("order_number", "ponum"),
+    ("vendor_key", "vendor"),
+    ("status", "status"),
+    ("currency", "currencycode"),
+    ("total_amount", "totalcost"),
+    ("order_date", "orderdate"),
+    ("lines", "poline"),
+    ("line.line_number", "polinenum"),
+    ("line.item", "itemnum"),
+    ("line.description", "description"),
+    ("line.quantity", "orderqty"),
+    ("line.unit", "orderunit"),
+    ("line.unit_price", "unitcost"),
+];
+const MAXIMO_WORK_ORDER: Table = &[
+    ("external_key", "workorderid"),
+    ("updated_at", "changedate"),
+    ("number", "wonum"),
+    ("description", "description"),
+    ("status", "status"),
+    ("asset_key", "assetnum"),
+    ("location", "location"),
+    ("priority", "wopriority"),
+    ("work_type", "worktype"),
+    ("scheduled_start", "schedstart"),
+];
+const MAXIMO_ASSET: Table = &[
+    ("external_key", "assetuid"),
+    ("updated_at", "changedate"),
+    ("number", "assetnum"),
+    ("description", "description"),
+    ("status", "status"),
+    ("location", "location"),
+    ("serial_number", "serialnum"),
+];
+const MAXIMO_VENDOR: Table = &[
+    ("external_key", "companiesid"),
+    ("updated_at", "changedate"),
+    ("number", "company"),
+    ("name", "name"),
+    ("country", "country"),
+    ("city", "city"),
+    ("status", "type"),
+];
+
+// Oracle Fusion Cloud REST resources.
+const ORACLE_PURCHASE_ORDER: Table = &[
+    ("external_key", "POHeaderId"),
+    ("updated_at", "LastUpdateDate"),
+    ("order_number", "OrderNumber"),
+    ("vendor_key", "SupplierId"),
+    ("status", "StatusCode"),
+    ("currency", "CurrencyCode"),
+    ("total_amount", "Total"),
+    ("order_date", "CreationDate"),
+    ("lines", "lines"),
+    ("line.line_number", "LineNumber"),
+    ("line.item", "Item"),
+    ("line.description", "Description"),
+    ("line.quantity", "Quantity"),
+    ("line.unit", "UOMCode"),
+    ("line.unit_price", "Price"),
+];
+const ORACLE_WORK_ORDER: Table = &[
+    ("external_key", "WorkOrderId"),
+    ("updated_at", "LastUpdateDate"),
+    ("number", "WorkOrderNumber"),
+    ("description", "WorkOrderDescription"),
+    ("status", "WorkOrderStatusCode"),
+    ("asset_key", "AssetNumber"),
+    ("location", "OrganizationCode"),
+    ("priority", "WorkOrderPriority"),
+    ("work_type", "WorkOrderTypeCode"),
+    ("scheduled_start", "PlannedStartDate"),
+];
+const ORACLE_ASSET: Table = &[
+    ("external_key", "AssetId"),
+    ("updated_at", "LastUpdateDate"),
+    ("number", "AssetNumber"),
+    ("description", "ItemDescription"),
+    ("status", "OperatingStatusCode"),
+    ("location", "LocationCode"),
+    ("serial_number", "SerialNumber"),
+];
+const ORACLE_VENDOR: Table = &[
+    ("external_key", "SupplierId"),
+    ("updated_at", "LastUpdateDate"),
+    ("number", "SupplierNumber"),
+    ("name", "Supplier"),
+    ("country", "TaxpayerCountryCode"),
+    ("city", "City"),
+    ("status", "Status"),
+];
+
+/// The default source field of each unified field, for a profile and entity. Fields absent from
+/// the table are not read unless an override names a source field.
+pub fn default_fields(profile: ProfileKind, entity: Entity) -> BTreeMap<&'static str, String> {
+    let (table, extra): (Table, Table) = match (profile, entity) {
+        (ProfileKind::ODataV2, Entity::PurchaseOrders) => (
+            SAP_PURCHASE_ORDER_COMMON,
+            &[("lines", "to_PurchaseOrderItem/results")],
+        ),
+        (ProfileKind::ODataV4, Entity::PurchaseOrders) => (
+            SAP_PURCHASE_ORDER_COMMON,
+            &[("lines", "_PurchaseOrderItem")],
+        ),
+        (ProfileKind::ODataV2 | ProfileKind::ODataV4, Entity::WorkOrders) => (SAP_WORK_ORDER, &[]),
+        (ProfileKind::ODataV2 | ProfileKind::ODataV4, Entity::Assets) => (SAP_ASSET, &[]),
+        (ProfileKind::ODataV2 | ProfileKind::ODataV4, _) => (SAP_VENDOR, &[]),
+        (ProfileKind::Oslc, Entity::PurchaseOrders) => (MAXIMO_PURCHASE_ORDER, &[]),
+        (ProfileKind::Oslc, Entity::WorkOrders) => (MAXIMO_WORK_ORDER, &[]),
+        (ProfileKind::Oslc, Entity::Assets) => (MAXIMO_ASSET, &[]),
+        (ProfileKind::Oslc, _) => (MAXIMO_VENDOR, &[]),
+        (_, Entity::PurchaseOrders) => (ORACLE_PURCHASE_ORDER, &[]),
+        (_, Entity::WorkOrders) => (ORACLE_WORK_ORDER, &[]),
+        (_, Entity::Assets) => (ORACLE_ASSET, &[]),
+        (_, _) => (ORACLE_VENDOR, &[]),
+    };
+    table
+        .iter()
+        .chain(extra.iter())
+        .map(|&(unified, source)| (unified, source.to_owned()))
+        .collect()
+}
+
+/// Problems with a connection's field overrides for an entity, as messages (empty when fine).
+pub fn override_problems(entity: Entity, overrides: &BTreeMap<String, String>) -> Vec<String> {
+    let fields = unified_fields(entity);
+    let mut problems = Vec::new();
+    for (unified, source) in overrides {
+        if !fields.iter().any(|(name, _)| name == unified) {
+            let known: Vec<_> = fields.iter().map(|(name, _)| *name).collect();
+            problems.push(format!(
+                "unknown unified field `{unified}` for {entity}; expected one of: {}",
+                known.join(", ")
+            ));
+        } else if source.trim().is_empty() || source.split('/').any(str::is_empty) {
+            problems.push(format!(
+                "source field for `{unified}` must be a non-empty name or a/b path"
+            ));
+        }
+    }
+    problems
+}
+
+/// A source field could not be read; the caller adds the URL and the record's position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FieldFailure {
+    /// The source field (path) that failed, or the unified one when no source field exists.
+    pub(crate) field: String,
+    /// What was wrong.
+    pub(crate) reason: String,
+}
+
+/// A resolved mapping of one entity: the source path of each unified field.
+#[derive(Debug, Clone)]
+pub(crate) struct EntityMapping {
+    entity: Entity,
+    /// Same order as [`unified_fields`]; `None` where the source has no such field.
+    paths: Vec<Option<SourcePath>>,
+    default_offset: FixedOffset,
+}
+
+#[derive(Debug, Clone)]
+struct SourcePath {
+    text: String,
+    segments: Vec<String>,
+}
+
+impl EntityMapping {
+    /// The profile's defaults with the connection's overrides on top.
+    pub(crate) fn new(
+        profile: ProfileKind,
+        entity: Entity,
+        overrides: &BTreeMap<String, String>,
+        default_offset: FixedOffset,
+    ) -> Result<Self, Vec<String>> {
+        let problems = override_problems(entity, overrides);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let mut sources = default_fields(profile, entity);
+        for (unified, source) in overrides {
+            if let Some((name, _)) = unified_fields(entity).iter().find(|(n, _)| n == unified) {
+                sources.insert(name, source.clone());
+            }
+        }
+        let paths = unified_fields(entity)
+            .iter()
+            .map(|(name, _)| {
+                sources.get(name).map(|text| SourcePath {
+                    text: text.clone(),
+                    segments: text.split('/').map(str::to_owned).collect(),
+                })
+            })
+            .collect();
+        Ok(EntityMapping {
+            entity,
+            paths,
+            default_offset,
+        })
+    }
+
+    /// The source path of a unified field, if mapped.
+    pub(crate) fn source_of(&self, unified: &str) -> Option<&str> {
+        self.path(unified).map(|p| p.text.as_str())
+    }
+
+    fn path(&self, unified: &str) -> Option<&SourcePath> {
+        unified_fields(self.entity)
+            .iter()
+            .position(|(name, _)| *name == unified)
+            .and_then(|index| self.paths.get(index))
+            .and_then(Option::as_ref)
+    }
+
+    /// Maps one source record; the raw record is moved into the result unchanged.
+    pub(crate) fn map(&self, raw: Value) -> Result<UnifiedRecord, FieldFailure> {
+        if !raw.is_object() {
+            return Err(FieldFailure {
+                field: "(record)".into(),
+                reason: "a record must be a JSON object".into(),
+            });
+        }
+        let reader = Reader {
+            mapping: self,
+            record: &raw,
+        };
+        let external_key = reader
+            .text("external_key")?
+            .filter(|key| !key.is_empty())
+            .ok_or_else(|| reader.missing("external_key"))?;
+        let source_updated_at = reader
+            .timestamp("updated_at")?
+            .ok_or_else(|| reader.missing("updated_at"))?;
+        let deleted = reader.flag("deleted")?;
+        let data = match self.entity {
+            Entity::PurchaseOrders => RecordData::PurchaseOrder(PurchaseOrder {
+                order_number: reader.text("order_number")?,
+                vendor_key: reader.text("vendor_key")?,
+                status: reader.text("status")?,
+                currency: reader.text("currency")?,
+                total_amount: reader.decimal("total_amount")?,
+                order_date: reader.timestamp("order_date")?,
+                lines: reader.lines()?,
+            }),
+            Entity::WorkOrders => RecordData::WorkOrder(WorkOrder {
+                number: reader.text("number")?,
+                description: reader.text("description")?,
+                status: reader.text("status")?,
+                asset_key: reader.text("asset_key")?,
+                location: reader.text("location")?,
+                priority: reader.text("priority")?,
+                work_type: reader.text("work_type")?,
+                scheduled_start: reader.timestamp("scheduled_start")?,
+            }),
+            Entity::Assets => RecordData::Asset(Asset {
+                number: reader.text("number")?,
+                description: reader.text("description")?,
+                status: reader.text("status")?,
+                location: reader.text("location")?,
+                serial_number: reader.text("serial_number")?,
+            }),
+            _ => RecordData::Vendor(Vendor {
+                number: reader.text("number")?,
+                name: reader.text("name")?,
+                country: reader.text("country")?,
+                city: reader.text("city")?,
+                status: reader.text("status")?,
+            }),
+        };
+        Ok(UnifiedRecord {
+            external_key,
+            source_updated_at,
+            deleted,
+            data,
+            raw,
+        })
+    }
+}
+
+/// Reads unified fields out of one source object (a record, or one of its lines).
+struct Reader<'a> {
+    mapping: &'a EntityMapping,
+    record: &'a Value,
+}
+
+impl Reader<'_> {
+    fn missing(&self, unified: &str) -> FieldFailure {
+        FieldFailure {
+            field: self
+                .mapping
+                .source_of(unified)
+                .unwrap_or(unified)
+                .to_owned(),
+            reason: format!("the record has no value for {unified}"),
+        }
+    }
+
+    /// The source value of a unified field; `None` when unmapped, absent or null.
+    fn value(&self, unified: &str) -> Option<(&str, &Value)> {
+        let path = self.mapping.path(unified)?;
+        let mut current = self.record;
+        for segment in &path.segments {
+            current = current.get(segment.as_str())?;
+        }
+        (!current.is_null()).then_some((path.text.as_str(), current))
+    }
+
+    fn fail(field: &str, reason: String) -> FieldFailure {
+        FieldFailure {
+            field: field.to_owned(),
+            reason,
+        }
+    }
+
+    fn text(&self, unified: &str) -> Result<Option<String>, FieldFailure> {
+        match self.value(unified) {
+            None => Ok(None),
+            Some((_, Value::String(text))) => Ok(Some(text.clone())),
+            Some((_, Value::Number(number))) => Ok(Some(number.to_string())),
+            Some((_, Value::Bool(flag))) => Ok(Some(flag.to_string())),
+            Some((field, other)) => Err(Self::fail(
+                field,
+                format!("expected text, found {}", kind_of(other)),
+            )),
+        }
+    }
+
+    fn decimal(&self, unified: &str) -> Result<Option<String>, FieldFailure> {
+        match self.value(unified) {
+            None => Ok(None),
+            Some((_, Value::String(text))) if text.trim().is_empty() => Ok(None),
+            Some((field, Value::String(text))) => {
+                if is_decimal(text.trim()) {
+                    Ok(Some(text.trim().to_owned()))
+                } else {
+                    Err(Self::fail(
+                        field,
+                        format!(
+                            "`{}` is not a decimal",
+                            text.chars().take(40).collect::<String>()
+                        ),
+                    ))
+                }
+            }
+            Some((_, Value::Number(number))) => Ok(Some(number.to_string())),
+            Some((field, other)) => Err(Self::fail(
+                field,
+                format!("expected a decimal, found {}", kind_of(other)),
+            )),
+        }
+    }
+
+    fn timestamp(&self, unified: &str) -> Result<Option<DateTime<Utc>>, FieldFailure> {
+        match self.value(unified) {
+            None => Ok(None),
+            Some((_, Value::String(text))) if text.trim().is_empty() => Ok(None),
+            Some((field, Value::String(text))) => {
+                parse_timestamp(text, self.mapping.default_offset)
+                    .map(Some)
+                    .map_err(|reason| Self::fail(field, reason))
+            }
+            Some((field, other)) => Err(Self::fail(
+                field,
+                format!("expected a timestamp, found {}", kind_of(other)),
+            )),
+        }
+    }
+
+    fn flag(&self, unified: &str) -> Result<bool, FieldFailure> {
+        match self.value(unified) {
+            None => Ok(false),
+            Some((_, Value::Bool(flag))) => Ok(*flag),
+            Some((_, Value::String(code))) => Ok(matches!(
+                code.trim(),
+                "X" | "L" | "Y" | "1" | "true" | "TRUE" | "True"
+            )),
+            Some((_, Value::Number(number))) => Ok(number.as_f64().is_some_and(|n| n != 0.0)),
+            Some((field, other)) => Err(Self::fail(
+                field,
+                format!("expected a flag, found {}", kind_of(other)),
+            )),
+        }
+    }
+
+    fn lines(&self) -> Result<Vec<PurchaseOrderLine>, FieldFailure> {
+        let items = match self.value("lines") {
+            None => return Ok(Vec::new()),
+            Some((_, Value::Array(items))) => items,
+            Some((field, other)) => {
+                return Err(Self::fail(
+                    field,
+                    format!("expected an array of lines, found {}", kind_of(other)),
+                ));
+            }
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| {
+                let line = Reader {
+                    mapping: self.mapping,
+                    record: item,
+                };
+                let read = || -> Result<PurchaseOrderLine, FieldFailure> {
+                    Ok(PurchaseOrderLine {
+                        line_number: line.text("line.line_number")?,
+                        item: line.text("line.item")?,
+                        description: line.text("line.description")?,
+                        quantity: line.decimal("line.quantity")?,
+                        unit: line.text("line.unit")?,
+                        unit_price: line.decimal("line.unit_price")?,
+                    })
+                };
+                read().map_err(|failure| FieldFailure {
+                    field: format!(
+                        "{}[{index}]/{}",
+                        self.mapping.source_of("lines").unwrap_or("lines"),
+                        failure.field
+                    ),
+                    reason: failure.reason,
+                })
+            })
+            .collect()
+    }
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "text",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// `-12`, `1234.50`, `.5`, `1e3`: what sources send as decimal text.
+fn is_decimal(text: &str) -> bool {
+    let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => (mantissa, Some(exponent)),
+        None => (unsigned, None),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let mantissa_ok =
+        !(whole.is_empty() && fraction.is_empty()) && digits(whole) && digits(fraction);
+    let exponent_ok = exponent.is_none_or(|e| {
+        let e = e.strip_prefix(['-', '+']).unwrap_or(e);
+        !e.is_empty() && digits(e)
+    });
+    mantissa_ok && exponent_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals() {
+        for good in ["0", "-12", "+3", "1234.50", ".5", "5.", "1e3", "2.5E-2"] {
+            assert!(is_decimal(good), "{good}");
+        }
+        for bad in ["", "-", ".", "1,5", "abc", "1e", "1e+", "1.2.3", "NaN"] {
+            assert!(!is_decimal(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_profile_maps_every_entity_with_key_and_change_time() {
+        for profile in ProfileKind::ALL {
+            for entity in Entity::ALL {
+                let fields = default_fields(*profile, *entity);
+                assert!(fields.contains_key("external_key"), "{profile} {entity}");
+                assert!(fields.contains_key("updated_at"), "{profile} {entity}");
+                for name in fields.keys() {
+                    assert!(
+                        unified_fields(*entity).iter().any(|(n, _)| n == name),
+                        "{profile} {entity} maps unknown field {name}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_override_keys_are_reported() {
+        let overrides = BTreeMap::from([
+            ("external_key".to_owned(), "PurchaseOrderID".to_owned()),
+            ("colour".to_owned(), "Farbe".to_owned()),
+            ("status".to_owned(), "a//b".to_owned()),
+        ]);
+        let problems = override_problems(Entity::PurchaseOrders, &overrides);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("colour"));
+        assert!(problems[1].contains("status"));
+    }
+}
