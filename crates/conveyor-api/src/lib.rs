@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 mod health;
+pub mod metrics;
 pub mod request_id;
 
 use std::net::SocketAddr;
@@ -37,8 +38,11 @@ impl AppState {
 
 /// The full router.
 pub fn router(state: AppState) -> Router {
+    // Install the metrics recorder before the first request is counted.
+    metrics::handle();
     Router::new()
         .merge(health::routes())
+        .route("/metrics", axum::routing::get(metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(

@@ -1,4 +1,4 @@
-//! Request ids: one per request, in the `X-Request-Id` header of every response, in every error
+//! Request ids and request accounting: one id per request, in the `X-Request-Id` header of every response, in every error
 //! body, and on every log line of the request.
 //!
 //! The middleware makes a fresh [`RequestId`], opens a tracing span carrying it, and keeps it in a
@@ -25,9 +25,15 @@ pub fn current() -> RequestId {
     CURRENT.try_with(|id| *id).unwrap_or_default()
 }
 
-/// Middleware: assigns the id, logs the request, and sets the header on the response.
+/// Middleware: assigns the id, logs and counts the request, and sets the header on the response.
 pub async fn middleware(request: Request, next: Next) -> Response {
     let request_id = RequestId::new();
+    let method = request.method().clone();
+    // The matched pattern keeps metric labels bounded; unmatched paths share one label.
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let client_request_id = request
         .headers()
         .get(HEADER)
@@ -47,6 +53,12 @@ pub async fn middleware(request: Request, next: Next) -> Response {
             async move { next.run(request).await }.instrument(span.clone()),
         )
         .await;
+    crate::metrics::record_request(
+        method.as_str(),
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     span.in_scope(|| {
         tracing::info!(
             status = response.status().as_u16(),

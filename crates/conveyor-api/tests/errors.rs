@@ -88,3 +88,37 @@ async fn unavailable_carries_retry_after() {
     let body = body_json(response).await;
     assert_eq!(body["error"]["code"], "SERVICE_UNAVAILABLE");
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_pattern_and_status() {
+    let app = router(state());
+    for _ in 0..3 {
+        app.clone()
+            .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+    }
+    app.clone()
+        .oneshot(Request::get("/no/such/route").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let response = app
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let healthz = text
+        .lines()
+        .find(|l| l.starts_with("conveyor_api_requests_total") && l.contains("route=\"/healthz\""))
+        .unwrap_or_else(|| panic!("no healthz counter in:\n{text}"));
+    let count: f64 = healthz.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(count >= 3.0, "{healthz}");
+    assert!(
+        text.contains("route=\"unmatched\""),
+        "raw paths never become labels:\n{text}"
+    );
+    assert!(!text.contains("/no/such/route"));
+    assert!(text.contains("conveyor_api_request_duration_seconds_bucket"));
+}
