@@ -4,25 +4,35 @@
 //! Redis, or a Redis outage would restart every replica). `/readyz` checks Redis, so a load
 //! balancer stops sending traffic to a replica that cannot do its work.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::AppState;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-}
-
-async fn healthz() -> Json<Value> {
+/// Liveness.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    responses((status = 200, description = "The process serves HTTP", content_type = "application/json"))
+)]
+pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+/// Readiness: Redis answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "meta",
+    responses(
+        (status = 200, description = "Ready: Redis answers", content_type = "application/json"),
+        (status = 503, description = "Not ready: Redis is unavailable", content_type = "application/json")
+    )
+)]
+pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.redis.ping().await {
         Ok(()) => (
             StatusCode::OK,

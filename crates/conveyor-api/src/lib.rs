@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 mod health;
 pub mod metrics;
+pub mod openapi;
 pub mod request_id;
 
 use std::net::SocketAddr;
@@ -18,6 +19,9 @@ use anyhow::Context;
 use axum::Router;
 use conveyor_runtime::{RedisLink, Shutdown};
 use tokio::net::TcpListener;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use config::Config;
 
@@ -36,13 +40,22 @@ impl AppState {
     }
 }
 
+/// Every route with its OpenAPI description. Routes are only ever added here, through
+/// `routes!`, so none can be undocumented.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(metrics::render))
+        .routes(routes!(openapi::openapi_json))
+}
+
 /// The full router.
 pub fn router(state: AppState) -> Router {
     // Install the metrics recorder before the first request is counted.
     metrics::handle();
-    Router::new()
-        .merge(health::routes())
-        .route("/metrics", axum::routing::get(metrics::render))
+    let (router, _) = routes().split_for_parts();
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(

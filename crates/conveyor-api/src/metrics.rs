@@ -50,6 +50,12 @@ pub fn record_request(method: &str, route: &str, status: u16, elapsed: Duration)
 }
 
 /// `GET /metrics` in the Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain"))
+)]
 pub async fn render() -> impl IntoResponse {
     (
         StatusCode::OK,
