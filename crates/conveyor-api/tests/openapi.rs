@@ -47,7 +47,7 @@ async fn every_documented_route_is_served() {
         for method in item.as_object().unwrap().keys() {
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             // Fill path parameters with a syntactically valid placeholder.
-            let concrete = path.replace('{', "").replace('}', "");
+            let concrete = path.replace(['{', '}'], "");
             let request = Request::builder()
                 .method(method.clone())
                 .uri(&concrete)
