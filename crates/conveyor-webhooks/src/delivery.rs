@@ -12,7 +12,7 @@
 //! DNS server therefore cannot answer "public" to the check and "private" to the connect: there
 //! is only one answer. Pooled connections were opened to checked addresses, so reusing them is
 //! safe too. URLs with a literal address skip DNS in the connector, which is why
-//! [`UrlPolicy::check_url`] runs before every attempt as well. Proxies from the environment are
+//! [`UrlPolicy::check_delivery_url`] runs before every attempt as well. Proxies from the environment are
 //! disabled (the resolver would check the proxy, not the target) and redirects are not followed
 //! (a redirect could point anywhere, and receivers must answer 2xx themselves).
 
@@ -199,7 +199,7 @@ impl Deliverer {
             response_body: String::new(),
         };
 
-        let checked_url = match self.config.url_policy.check_url(url) {
+        let checked_url = match self.config.url_policy.check_delivery_url(url) {
             Ok(checked_url) => checked_url,
             Err(err) => {
                 record.error = Some(err.to_string());

@@ -45,13 +45,24 @@ impl UrlPolicy {
         allow_private_networks: true,
     };
 
-    /// Checks a URL when an endpoint is configured, and again before each delivery.
+    /// Checks a URL when an endpoint is configured.
     ///
     /// Refuses anything but `http`/`https`, URLs with user info (they would end up in delivery
     /// logs), literal addresses outside the public internet, and host names that can only be
     /// internal (`localhost`, `*.internal`, single-label names resolved through search domains).
     /// Host names that look public are checked again after DNS resolution at delivery time.
     pub fn check_url(&self, url: &str) -> Result<Url, WebhookError> {
+        self.check(url, true)
+    }
+
+    /// Checks a URL just before a delivery attempt: the same rules as
+    /// [`check_url`](Self::check_url) except the host name heuristics, because at delivery time
+    /// the resolved addresses themselves are checked, which is the authoritative test.
+    pub fn check_delivery_url(&self, url: &str) -> Result<Url, WebhookError> {
+        self.check(url, false)
+    }
+
+    fn check(&self, url: &str, check_host_names: bool) -> Result<Url, WebhookError> {
         let parsed = Url::parse(url).map_err(|err| WebhookError::InvalidUrl {
             reason: err.to_string(),
         })?;
@@ -77,7 +88,8 @@ impl UrlPolicy {
             .unwrap_or(host);
         match literal.parse::<IpAddr>() {
             Ok(address) => self.check_address(address)?,
-            Err(_) => self.check_host_name(host)?,
+            Err(_) if check_host_names => self.check_host_name(host)?,
+            Err(_) => {}
         }
         Ok(parsed)
     }
