@@ -7,7 +7,7 @@
 //! A [`Deliverer`] owns one `reqwest::Client` for the whole process, so deliveries to the same
 //! endpoint reuse pooled keep-alive connections (and TLS sessions) instead of paying a handshake
 //! per event. The SSRF check does not need a client per request: the client's DNS resolver is our
-//! [`CheckedResolver`], which resolves the host itself, refuses the whole host if any resolved
+//! `CheckedResolver`, which resolves the host itself, refuses the whole host if any resolved
 //! address is non-public, and hands the connector exactly the addresses it checked. A rebinding
 //! DNS server therefore cannot answer "public" to the check and "private" to the connect: there
 //! is only one answer. Pooled connections were opened to checked addresses, so reusing them is
