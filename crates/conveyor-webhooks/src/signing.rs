@@ -46,7 +46,8 @@ const SIGNATURE_VERSION: &str = "v1";
 ///
 /// `Debug` never shows the key; [`SigningSecret::expose`] returns the text form for the one place
 /// that must show it (the API response that creates it). Serde stores the text form, so whoever
-/// persists it must encrypt it at rest like any credential.
+/// persists it must encrypt it at rest like any credential. Equality is for storage round trips
+/// and tests; received signatures are compared in constant time by the [`Verifier`] instead.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SigningSecret {
     key: Vec<u8>,
