@@ -20,3 +20,11 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     echo "setup: installing cargo-nextest (cargo install, a few minutes once)"
     cargo install --locked cargo-nextest
 fi
+
+# The official Standard Webhooks verifier, used by conveyor-webhooks' interop test.
+if ! python3 -c "import standardwebhooks" >/dev/null 2>&1; then
+    echo "setup: installing the standardwebhooks Python package (independent signature verifier)"
+    python3 -m pip install --quiet standardwebhooks==1.1.0 2>/dev/null \
+        || python3 -m pip install --quiet --user standardwebhooks==1.1.0 2>/dev/null \
+        || python3 -m pip install --quiet --break-system-packages standardwebhooks==1.1.0
+fi
