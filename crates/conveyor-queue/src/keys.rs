@@ -1,0 +1,74 @@
+//! The only place Redis key names of a queue are spelled.
+//!
+//! Every key of queue `syncs` starts with `conveyor:{q:syncs}:`; the `{q:syncs}` hash tag puts
+//! them all in one Redis Cluster slot, which the Lua scripts need (a script may only touch keys
+//! of one slot). Job keys are built inside the scripts from the same prefix.
+
+/// Key names of one queue.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    /// `conveyor:{q:<name>}:`; the scripts append `job:<id>`, `errors:<id>`, `dead_kind:<kind>`.
+    pub(crate) prefix: String,
+    /// List of ready job ids: pushed on the left, taken from the right.
+    pub(crate) ready: String,
+    /// Sorted set of delayed and retrying job ids, scored by due time (ms).
+    pub(crate) scheduled: String,
+    /// Sorted set of running job ids, scored by lease expiry (ms).
+    pub(crate) leases: String,
+    /// Sorted set of dead job ids, scored by the time they died (ms).
+    pub(crate) dead: String,
+    /// Hash from unique key to the job id holding it.
+    pub(crate) unique: String,
+    /// Short list idle workers block on; pushes add a token to wake them.
+    pub(crate) signal: String,
+}
+
+impl Keys {
+    pub(crate) fn new(queue: &str) -> Self {
+        let prefix = format!("conveyor:{{q:{queue}}}:");
+        Keys {
+            ready: format!("{prefix}ready"),
+            scheduled: format!("{prefix}scheduled"),
+            leases: format!("{prefix}leases"),
+            dead: format!("{prefix}dead"),
+            unique: format!("{prefix}unique"),
+            signal: format!("{prefix}signal"),
+            prefix,
+        }
+    }
+
+    pub(crate) fn job(&self, job_id: &str) -> String {
+        format!("{}job:{job_id}", self.prefix)
+    }
+
+    pub(crate) fn errors(&self, job_id: &str) -> String {
+        format!("{}errors:{job_id}", self.prefix)
+    }
+
+    pub(crate) fn dead_kind(&self, kind: &str) -> String {
+        format!("{}dead_kind:{kind}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_shares_the_queue_hash_tag() {
+        let keys = Keys::new("syncs");
+        for key in [
+            &keys.ready,
+            &keys.scheduled,
+            &keys.leases,
+            &keys.dead,
+            &keys.unique,
+            &keys.signal,
+            &keys.job("job_1"),
+            &keys.errors("job_1"),
+            &keys.dead_kind("timeout"),
+        ] {
+            assert!(key.starts_with("conveyor:{q:syncs}:"), "{key}");
+        }
+    }
+}
