@@ -1,0 +1,425 @@
+//! The synced records: page upserts, reads, the change feed, and full-sync deletion sweeps.
+//!
+//! Per (connection, entity) three keys hold the copy:
+//! - `records:{entity}`: external key → the record's JSON exactly as the connector produced it
+//!   (a [`UnifiedRecord`]);
+//! - `records:{entity}:meta`: external key → `hash|deleted|source_ms|seen_run|change`, the small
+//!   line the upsert script compares against, so it never parses record JSON;
+//! - `records:{entity}:changes`: a lexicographic ZSET of change positions
+//!   `synced_ms:sequence:key`, one per record, moved to the end whenever the record changes.
+//!
+//! **Upsert** ([`Store::upsert_records`]) is one EVALSHA per page with O(page) work: the content
+//! hash (xxh3-128 of the record JSON, computed in Rust) is compared with the stored one, and an
+//! identical record is counted as unchanged and not rewritten. Change positions use the Redis
+//! server clock (never moving backwards) plus a per-entity sequence, so every new position sorts
+//! after every existing one.
+//!
+//! **Change feed** ([`Store::list_changed`]) walks the positions from `updated_since`. A record
+//! rewritten while a reader pages moves ahead of the reader's cursor; its old position is
+//! skipped, so each record appears exactly once, in its newest version.
+//!
+//! **Deletion sweep** ([`Store::sweep_deleted`]): during a full run every upserted record gets the
+//! run's sync id as its "seen" marker. After the run completes, a chunked HSCAN over the meta hash
+//! marks deleted every record whose marker is another run's (the source no longer has it), a
+//! thousand at a time, so a million records never sit in memory at once.
+
+use std::sync::LazyLock;
+
+use chrono::{DateTime, Utc};
+use conveyor_core::{ConnectionId, Entity, SyncId, UnifiedRecord};
+use redis::Script;
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::codec::{decode_cursor, encode_cursor, from_ms, to_ms};
+use crate::{Page, Store, StoreError, keys};
+
+/// Most records one upsert call accepts: a script runs alone on Redis, so a page must stay small
+/// enough not to stall other clients.
+pub const MAX_UPSERT_PAGE: usize = 5_000;
+/// Meta entries examined per sweep step.
+const SWEEP_CHUNK: usize = 1_000;
+/// Width of the `synced_ms:sequence:` prefix of a change position.
+const CHANGE_PREFIX_LEN: usize = 13 + 1 + 16 + 1;
+
+/// Shared Lua: parse a meta line, and take the next change position.
+const RECORDS_LUA: &str = r"
+local function parse_meta(meta)
+  return string.match(meta, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+end
+local clock_field, sequence_field = ARGV[1], ARGV[2]
+local counters = KEYS[4]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local last = tonumber(redis.call('HGET', counters, clock_field) or '0')
+if now < last then now = last end
+local now_text = string.format('%013d', now)
+local sequence = tonumber(redis.call('HGET', counters, sequence_field) or '0')
+local moved = 0
+local function next_change(key)
+  sequence = sequence + 1
+  moved = moved + 1
+  return now_text .. ':' .. string.format('%016d', sequence) .. ':' .. key
+end
+local function save_counters()
+  if moved > 0 then
+    redis.call('HSET', counters, clock_field, now, sequence_field, string.format('%d', sequence))
+  end
+end
+";
+
+/// KEYS: records, meta, changes, counters. ARGV: clock field, sequence field, seen marker ('' for
+/// incremental runs), count, then per record: key, hash, deleted, source ms, body.
+static UPSERT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{RECORDS_LUA}
+        local seen = ARGV[3]
+        local count = tonumber(ARGV[4])
+        local written, unchanged = 0, 0
+        for i = 0, count - 1 do
+          local base = 5 + i * 5
+          local key, hash, deleted = ARGV[base], ARGV[base + 1], ARGV[base + 2]
+          local source_ms, body = ARGV[base + 3], ARGV[base + 4]
+          local old = redis.call('HGET', KEYS[2], key)
+          local old_hash, old_deleted, old_seen, old_change = nil, nil, '', nil
+          if old then
+            local _
+            old_hash, old_deleted, _, old_seen, old_change = parse_meta(old)
+          end
+          if old and old_hash == hash and old_deleted == deleted then
+            unchanged = unchanged + 1
+            if seen ~= '' and old_seen ~= seen then
+              redis.call('HSET', KEYS[2], key,
+                hash .. '|' .. deleted .. '|' .. source_ms .. '|' .. seen .. '|' .. old_change)
+            end
+          else
+            written = written + 1
+            local change = next_change(key)
+            if old_change then redis.call('ZREM', KEYS[3], old_change) end
+            redis.call('ZADD', KEYS[3], 0, change)
+            redis.call('HSET', KEYS[1], key, body)
+            local mark = seen
+            if mark == '' then mark = old_seen or '' end
+            redis.call('HSET', KEYS[2], key,
+              hash .. '|' .. deleted .. '|' .. source_ms .. '|' .. mark .. '|' .. change)
+          end
+        end
+        save_counters()
+        return {{written, unchanged}}
+        "
+    ))
+});
+
+/// KEYS: records, meta, changes, counters. ARGV: clock field, sequence field, run marker, scan
+/// cursor, chunk size, not-before ms ('' for none). Returns {next cursor, marked}.
+static SWEEP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{RECORDS_LUA}
+        local seen = ARGV[3]
+        local not_before = tonumber(ARGV[6])
+        local reply = redis.call('HSCAN', KEYS[2], ARGV[4], 'COUNT', ARGV[5])
+        local entries = reply[2]
+        local marked = 0
+        for i = 1, #entries, 2 do
+          local key = entries[i]
+          local hash, deleted, source_ms, mark, change = parse_meta(entries[i + 1])
+          if hash and deleted ~= '1' and mark ~= seen
+             and (not not_before or tonumber(source_ms) >= not_before) then
+            local moved_to = next_change(key)
+            redis.call('ZREM', KEYS[3], change)
+            redis.call('ZADD', KEYS[3], 0, moved_to)
+            redis.call('HSET', KEYS[2], key,
+              hash .. '|1|' .. source_ms .. '|' .. mark .. '|' .. moved_to)
+            marked = marked + 1
+          end
+        end
+        save_counters()
+        return {{reply[1], marked}}
+        "
+    ))
+});
+
+/// What one page upsert did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpsertOutcome {
+    /// Records written because they were new or their content changed.
+    pub written: u64,
+    /// Records whose content hash matched the stored copy (not rewritten).
+    pub unchanged: u64,
+}
+
+/// A record as Conveyor keeps it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredRecord {
+    /// The record; its `deleted` is true if the source flagged it or a full sync no longer found
+    /// it.
+    #[serde(flatten)]
+    pub record: UnifiedRecord,
+    /// When Conveyor's copy last changed.
+    pub synced_at: DateTime<Utc>,
+}
+
+fn counter_fields(entity: Entity) -> (String, String) {
+    (
+        format!("records_clock:{entity}"),
+        format!("records_sequence:{entity}"),
+    )
+}
+
+impl Store {
+    /// Upserts one page of records of `entity`.
+    ///
+    /// Pass the run's sync id as `full_run` during a full sync, so [`Store::sweep_deleted`] can
+    /// later tell which records the source still has; pass `None` for incremental runs.
+    pub async fn upsert_records(
+        &self,
+        connection_id: &ConnectionId,
+        entity: Entity,
+        records: &[UnifiedRecord],
+        full_run: Option<&SyncId>,
+    ) -> Result<UpsertOutcome, StoreError> {
+        if records.is_empty() {
+            return Ok(UpsertOutcome::default());
+        }
+        if records.len() > MAX_UPSERT_PAGE {
+            return Err(StoreError::Invalid(format!(
+                "a page holds at most {MAX_UPSERT_PAGE} records, not {}",
+                records.len()
+            )));
+        }
+        let (clock_field, sequence_field) = counter_fields(entity);
+        let mut invocation = UPSERT.key(keys::records(connection_id, entity));
+        invocation
+            .key(keys::record_meta(connection_id, entity))
+            .key(keys::record_changes(connection_id, entity))
+            .key(keys::counters(connection_id))
+            .arg(clock_field)
+            .arg(sequence_field)
+            .arg(full_run.map(ToString::to_string).unwrap_or_default())
+            .arg(records.len());
+        for record in records {
+            if record.entity() != entity {
+                return Err(StoreError::Invalid(format!(
+                    "record `{}` is a {} record, not {entity}",
+                    record.external_key,
+                    record.entity()
+                )));
+            }
+            if record.external_key.is_empty() {
+                return Err(StoreError::Invalid(
+                    "a record's external key must not be empty".into(),
+                ));
+            }
+            let body = serde_json::to_vec(record)
+                .map_err(|err| StoreError::Invalid(format!("record: {err}")))?;
+            let hash = format!("{:032x}", xxh3_128(&body));
+            invocation
+                .arg(&record.external_key)
+                .arg(hash)
+                .arg(if record.deleted { "1" } else { "0" })
+                .arg(to_ms(record.source_updated_at))
+                .arg(body);
+        }
+        let (written, unchanged): (u64, u64) = invocation.invoke_async(&mut self.redis()).await?;
+        Ok(UpsertOutcome { written, unchanged })
+    }
+
+    /// The stored record with `external_key`, if any.
+    pub async fn get_record(
+        &self,
+        connection_id: &ConnectionId,
+        entity: Entity,
+        external_key: &str,
+    ) -> Result<Option<StoredRecord>, StoreError> {
+        let records_key = keys::records(connection_id, entity);
+        let meta_key = keys::record_meta(connection_id, entity);
+        let (body, meta): (Option<Vec<u8>>, Option<String>) = redis::pipe()
+            .hget(&records_key, external_key)
+            .hget(&meta_key, external_key)
+            .query_async(&mut self.redis())
+            .await?;
+        match (body, meta) {
+            (Some(body), Some(meta)) => {
+                let meta = Meta::parse(&meta_key, &meta)?;
+                Ok(Some(stored_record(&records_key, &body, &meta)?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// How many records of `entity` are stored (deleted ones included).
+    pub async fn count_records(
+        &self,
+        connection_id: &ConnectionId,
+        entity: Entity,
+    ) -> Result<u64, StoreError> {
+        let count: u64 = redis::cmd("HLEN")
+            .arg(keys::record_meta(connection_id, entity))
+            .query_async(&mut self.redis())
+            .await?;
+        Ok(count)
+    }
+
+    /// Records of `entity` whose stored copy changed at or after `updated_since`, in the order
+    /// they changed, `limit` per page (at most 1000).
+    ///
+    /// With a cursor from a previous page, `updated_since` is ignored and the walk continues
+    /// where it stopped. Records that change while a caller pages are returned once, at their
+    /// newest position.
+    pub async fn list_changed(
+        &self,
+        connection_id: &ConnectionId,
+        entity: Entity,
+        updated_since: DateTime<Utc>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<StoredRecord>, StoreError> {
+        let limit = limit.clamp(1, crate::codec::MAX_PAGE);
+        let start = match cursor {
+            Some(cursor) => format!("({}", decode_cursor(cursor)?),
+            None => format!("[{:013}:", to_ms(updated_since).max(0)),
+        };
+        let changes_key = keys::record_changes(connection_id, entity);
+        let mut redis = self.redis();
+        let mut positions: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&changes_key)
+            .arg(start)
+            .arg("+")
+            .arg("BYLEX")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit + 1)
+            .query_async(&mut redis)
+            .await?;
+        let more = positions.len() > limit;
+        positions.truncate(limit);
+        if positions.is_empty() {
+            return Ok(Page {
+                items: Vec::new(),
+                next_cursor: None,
+            });
+        }
+        let external_keys = positions
+            .iter()
+            .map(|position| {
+                position
+                    .get(CHANGE_PREFIX_LEN..)
+                    .ok_or_else(|| StoreError::corrupt(&changes_key, "short change position"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let records_key = keys::records(connection_id, entity);
+        let meta_key = keys::record_meta(connection_id, entity);
+        let (bodies, metas): (Vec<Option<Vec<u8>>>, Vec<Option<String>>) = redis::pipe()
+            .cmd("HMGET")
+            .arg(&records_key)
+            .arg(&external_keys)
+            .cmd("HMGET")
+            .arg(&meta_key)
+            .arg(&external_keys)
+            .query_async(&mut redis)
+            .await?;
+        let mut items = Vec::with_capacity(positions.len());
+        for ((position, body), meta) in positions.iter().zip(bodies).zip(metas) {
+            let (Some(body), Some(meta)) = (body, meta) else {
+                continue;
+            };
+            let meta = Meta::parse(&meta_key, &meta)?;
+            // The record moved on since this position was read; it is returned at its newer one.
+            if meta.change != *position {
+                continue;
+            }
+            items.push(stored_record(&records_key, &body, &meta)?);
+        }
+        let next_cursor = match (more, positions.last()) {
+            (true, Some(last)) => Some(encode_cursor(last)),
+            _ => None,
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// After a complete full run `full_run`, marks deleted every record of `entity` that the run
+    /// did not see, and returns how many it marked.
+    ///
+    /// Records whose source time is before `not_before` (outside the full sync's historical
+    /// period, so the run could not have seen them) are left alone. Works in chunks of a thousand
+    /// meta entries, one script call each.
+    pub async fn sweep_deleted(
+        &self,
+        connection_id: &ConnectionId,
+        entity: Entity,
+        full_run: &SyncId,
+        not_before: Option<DateTime<Utc>>,
+    ) -> Result<u64, StoreError> {
+        let (clock_field, sequence_field) = counter_fields(entity);
+        let marker = full_run.to_string();
+        let not_before = not_before
+            .map(|at| to_ms(at).to_string())
+            .unwrap_or_default();
+        let mut redis = self.redis();
+        let mut cursor = "0".to_owned();
+        let mut total = 0u64;
+        loop {
+            let (next, marked): (String, u64) = SWEEP
+                .key(keys::records(connection_id, entity))
+                .key(keys::record_meta(connection_id, entity))
+                .key(keys::record_changes(connection_id, entity))
+                .key(keys::counters(connection_id))
+                .arg(&clock_field)
+                .arg(&sequence_field)
+                .arg(&marker)
+                .arg(&cursor)
+                .arg(SWEEP_CHUNK)
+                .arg(&not_before)
+                .invoke_async(&mut redis)
+                .await?;
+            total += marked;
+            if next == "0" {
+                break;
+            }
+            cursor = next;
+        }
+        tracing::info!(connection_id = %connection_id, entity = %entity, sync_id = %full_run, records_deleted = total, "deletion sweep finished");
+        Ok(total)
+    }
+}
+
+/// A parsed meta line.
+struct Meta {
+    deleted: bool,
+    change: String,
+}
+
+impl Meta {
+    fn parse(key: &str, line: &str) -> Result<Self, StoreError> {
+        let mut parts = line.splitn(5, '|');
+        let (Some(_hash), Some(deleted), Some(_source), Some(_seen), Some(change)) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(StoreError::corrupt(key, "malformed record meta"));
+        };
+        Ok(Meta {
+            deleted: deleted == "1",
+            change: change.to_owned(),
+        })
+    }
+
+    fn synced_ms(&self, key: &str) -> Result<i64, StoreError> {
+        self.change
+            .get(..13)
+            .and_then(|ms| ms.parse().ok())
+            .ok_or_else(|| StoreError::corrupt(key, "malformed change position"))
+    }
+}
+
+fn stored_record(key: &str, body: &[u8], meta: &Meta) -> Result<StoredRecord, StoreError> {
+    let mut record: UnifiedRecord =
+        serde_json::from_slice(body).map_err(|err| StoreError::corrupt(key, err))?;
+    record.deleted = record.deleted || meta.deleted;
+    Ok(StoredRecord {
+        record,
+        synced_at: from_ms(key, meta.synced_ms(key)?)?,
+    })
+}
