@@ -119,7 +119,7 @@ impl Authenticator {
         let mut cached = self.token.lock().await;
         if cached
             .as_ref()
-            .is_some_and(|token| &token.header == rejected)
+            .is_some_and(|token| token.header == rejected)
         {
             *cached = None;
         }

@@ -181,12 +181,12 @@ impl Connector {
             self.inner.entities.get(&entity).cloned().ok_or_else(|| {
                 ConnectorError::config(format!("entity {entity} is not supported"))
             })?;
-        if let (Some(after), Some(until)) = (range.changed_after, range.changed_until) {
-            if after > until {
-                return Err(ConnectorError::config(format!(
-                    "the crawl range is empty: changed_after {after} is later than changed_until {until}"
-                )));
-            }
+        if let (Some(after), Some(until)) = (range.changed_after, range.changed_until)
+            && after > until
+        {
+            return Err(ConnectorError::config(format!(
+                "the crawl range is empty: changed_after {after} is later than changed_until {until}"
+            )));
         }
         let position = match range.resume.clone() {
             Some(ResumeToken(position)) => position,

@@ -29,10 +29,10 @@ pub fn parse_timestamp(text: &str, default_offset: FixedOffset) -> Result<DateTi
             .map(|local| local.with_timezone(&Utc))
             .ok_or_else(|| format!("`{text}` does not exist in offset {default_offset}"));
     }
-    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        if let Some(midnight) = date.and_hms_opt(0, 0, 0) {
-            return Ok(midnight.and_utc());
-        }
+    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        && let Some(midnight) = date.and_hms_opt(0, 0, 0)
+    {
+        return Ok(midnight.and_utc());
     }
     Err(format!("`{}` is not a timestamp", shorten_for_error(text)))
 }
@@ -50,10 +50,10 @@ fn parse_odata_v2_date(inner: &str) -> Option<DateTime<Utc>> {
         Some(i) => (&inner[..i], Some(&inner[i + 1..])),
         None => (inner, None),
     };
-    if let Some(offset) = offset {
-        if offset.is_empty() || !offset.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
+    if let Some(offset) = offset
+        && (offset.is_empty() || !offset.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
     }
     let millis: i64 = millis.parse().ok()?;
     DateTime::from_timestamp_millis(millis)

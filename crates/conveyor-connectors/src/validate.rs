@@ -90,32 +90,32 @@ pub fn validate(
 
     let settings = &connection.settings;
     let limit = limits(profile);
-    if let Some(page_size) = settings.page_size {
-        if page_size == 0 || page_size > limit.max_page_size {
-            problems.push(FieldProblem::new(
-                "settings.page_size",
-                format!(
-                    "must be between 1 and {} for {profile} systems",
-                    limit.max_page_size
-                ),
-            ));
-        }
+    if let Some(page_size) = settings.page_size
+        && (page_size == 0 || page_size > limit.max_page_size)
+    {
+        problems.push(FieldProblem::new(
+            "settings.page_size",
+            format!(
+                "must be between 1 and {} for {profile} systems",
+                limit.max_page_size
+            ),
+        ));
     }
-    if let Some(offset) = &settings.utc_offset {
-        if parse_utc_offset(offset).is_none() {
-            problems.push(FieldProblem::new(
-                "settings.utc_offset",
-                format!("`{offset}` is not an offset like -04:00, +05:30 or Z"),
-            ));
-        }
+    if let Some(offset) = &settings.utc_offset
+        && parse_utc_offset(offset).is_none()
+    {
+        problems.push(FieldProblem::new(
+            "settings.utc_offset",
+            format!("`{offset}` is not an offset like -04:00, +05:30 or Z"),
+        ));
     }
-    if let Some(timeout) = settings.request_timeout_secs {
-        if timeout == 0 || timeout > MAX_REQUEST_TIMEOUT_SECS {
-            problems.push(FieldProblem::new(
-                "settings.request_timeout_secs",
-                format!("must be between 1 and {MAX_REQUEST_TIMEOUT_SECS}"),
-            ));
-        }
+    if let Some(timeout) = settings.request_timeout_secs
+        && (timeout == 0 || timeout > MAX_REQUEST_TIMEOUT_SECS)
+    {
+        problems.push(FieldProblem::new(
+            "settings.request_timeout_secs",
+            format!("must be between 1 and {MAX_REQUEST_TIMEOUT_SECS}"),
+        ));
     }
 
     for (index, config) in connection.entities.iter().enumerate() {
@@ -126,13 +126,13 @@ pub fn validate(
                 format!("{profile} systems have no {} mapping", config.entity),
             ));
         }
-        if let Some(path) = &config.path {
-            if !path.starts_with('/') || path.contains(['?', '#']) || path.contains("//") {
-                problems.push(FieldProblem::new(
-                    format!("{field}.path"),
-                    "must start with `/` and have no query or fragment",
-                ));
-            }
+        if let Some(path) = &config.path
+            && (!path.starts_with('/') || path.contains(['?', '#']) || path.contains("//"))
+        {
+            problems.push(FieldProblem::new(
+                format!("{field}.path"),
+                "must start with `/` and have no query or fragment",
+            ));
         }
         for message in override_problems(config.entity, &config.field_overrides) {
             problems.push(FieldProblem::new(
@@ -141,13 +141,13 @@ pub fn validate(
             ));
         }
         // The change time is the subject of the filter, so it must be a plain field name.
-        if let Some(updated) = config.field_overrides.get("updated_at") {
-            if updated.contains('/') {
-                problems.push(FieldProblem::new(
-                    format!("{field}.field_overrides"),
-                    "updated_at must name a top-level field: sources filter on it",
-                ));
-            }
+        if let Some(updated) = config.field_overrides.get("updated_at")
+            && updated.contains('/')
+        {
+            problems.push(FieldProblem::new(
+                format!("{field}.field_overrides"),
+                "updated_at must name a top-level field: sources filter on it",
+            ));
         }
     }
 
