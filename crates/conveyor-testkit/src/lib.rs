@@ -7,9 +7,11 @@
 //! reliability tests that restart Redis mid-run.
 
 mod binaries;
+mod cluster;
 mod process;
 mod redis_server;
 
 pub use binaries::{Spawned, cargo_bin};
+pub use cluster::RedisCluster;
 pub use process::{ChildGuard, free_port};
 pub use redis_server::{Persistence, RedisServer, RedisServerOptions, TestkitError};
