@@ -85,6 +85,14 @@ enum Position {
     Offset(u64),
     /// Server-driven paging: the link the source gave for the next page.
     NextUrl(String),
+    /// OData v2 client-driven paging cut short by the server: the connector asked for a window
+    /// of `page_size` records at `window_start`, the server answered part of it with a
+    /// `__next` link; after the window it continues with `$skip`.
+    Window {
+        next_url: String,
+        window_start: u64,
+        seen: u64,
+    },
 }
 
 /// One page of records.
@@ -250,8 +258,10 @@ impl Crawl {
                 url.query_pairs_mut().extend_pairs(shape.query(*offset));
                 url
             }
-            Position::NextUrl(link) => rewrite_onto_base(&inner.base_url, &self.plan.url, link)
-                .map_err(|reason| ConnectorError::config(format!("resume token: {reason}")))?,
+            Position::NextUrl(link) | Position::Window { next_url: link, .. } => {
+                rewrite_onto_base(&inner.base_url, &self.plan.url, link)
+                    .map_err(|reason| ConnectorError::config(format!("resume token: {reason}")))?
+            }
         };
         let url_text = display_url(&url);
         let headers = shape.headers();
@@ -273,6 +283,7 @@ impl Crawl {
             .map_err(|failure| bad_data(failure.position, failure.reason))?;
         drop(body);
         let count = raw.records.len() as u64;
+        let page_size = u64::from(inner.page_size);
         let next = match (raw.next, &position) {
             (NextHint::Link(link), _) => {
                 let next_url = rewrite_onto_base(&inner.base_url, &url, &link)
@@ -283,7 +294,25 @@ impl Crawl {
                         "the next page link points at this same page".into(),
                     ));
                 }
-                Some(Position::NextUrl(next_url.to_string()))
+                let next_url = next_url.to_string();
+                match (inner.profile, &position) {
+                    (ProfileKind::ODataV2, Position::Offset(offset)) => Some(Position::Window {
+                        next_url,
+                        window_start: *offset,
+                        seen: count,
+                    }),
+                    (
+                        ProfileKind::ODataV2,
+                        Position::Window {
+                            window_start, seen, ..
+                        },
+                    ) => Some(Position::Window {
+                        next_url,
+                        window_start: *window_start,
+                        seen: seen + count,
+                    }),
+                    _ => Some(Position::NextUrl(next_url)),
+                }
             }
             (NextHint::More, Position::Offset(offset)) if count > 0 => {
                 Some(Position::Offset(offset + count))
@@ -294,11 +323,17 @@ impl Crawl {
                     "the source says there is more but sent no records".into(),
                 ));
             }
-            // Client-driven paging: a full page may be followed by more.
-            (NextHint::Silent, Position::Offset(offset))
-                if count > 0 && count >= u64::from(inner.page_size) =>
-            {
+            // Client-driven paging: a full page (or window) may be followed by more.
+            (NextHint::Silent, Position::Offset(offset)) if count > 0 && count >= page_size => {
                 Some(Position::Offset(offset + count))
+            }
+            (
+                NextHint::Silent,
+                Position::Window {
+                    window_start, seen, ..
+                },
+            ) if count > 0 && seen + count >= page_size => {
+                Some(Position::Offset(window_start + seen + count))
             }
             (NextHint::Silent | NextHint::End, _) => None,
         };
@@ -342,6 +377,13 @@ mod tests {
         let json = serde_json::to_string(&link).unwrap();
         assert_eq!(json, r#"{"next_url":"http://h/x?$skiptoken=5"}"#);
         assert_eq!(serde_json::from_str::<ResumeToken>(&json).unwrap(), link);
+        let window = ResumeToken(Position::Window {
+            next_url: "http://h/x?$skiptoken=5".into(),
+            window_start: 0,
+            seen: 5,
+        });
+        let json = serde_json::to_string(&window).unwrap();
+        assert_eq!(serde_json::from_str::<ResumeToken>(&json).unwrap(), window);
     }
 
     #[test]

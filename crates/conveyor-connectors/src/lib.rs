@@ -48,6 +48,24 @@ pub use error::ConnectorError;
 pub use http::RetryPolicy;
 pub use validate::{FieldProblem, MAX_REQUEST_TIMEOUT_SECS, validate};
 
+/// Maps one raw source record of `profile` and `entity` with the given field overrides; the
+/// entry point of the data-driven mapping tests and of tools that preview a mapping.
+pub fn map_record(
+    profile: ProfileKind,
+    entity: conveyor_core::Entity,
+    field_overrides: &std::collections::BTreeMap<String, String>,
+    utc_offset: chrono::FixedOffset,
+    raw: serde_json::Value,
+) -> Result<conveyor_core::UnifiedRecord, ConnectorError> {
+    let mapping = mapping::EntityMapping::new(profile, entity, field_overrides, utc_offset)
+        .map_err(|problems| ConnectorError::config(problems.join("; ")))?;
+    mapping.map(raw).map_err(|failure| ConnectorError::BadData {
+        url: "(memory)".into(),
+        position: format!("field {}", failure.field),
+        reason: failure.reason,
+    })
+}
+
 /// Parses a page body of `profile` and maps its records, without any network call: the page
 /// parsers' entry point for property tests and fuzzing. Returns the number of records mapped.
 pub fn parse_and_map_page(
