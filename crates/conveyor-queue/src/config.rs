@@ -98,11 +98,13 @@ impl BackoffPolicy {
             builder = builder.with_jitter();
         }
         let steps = attempt.max(1) as usize;
-        builder
+        let delay = builder
             .build()
             .nth(steps - 1)
             .unwrap_or(self.cap)
-            .min(self.cap)
+            .min(self.cap);
+        // Whole milliseconds: Redis keeps due times in ms, and f32 growth leaves dust.
+        Duration::from_millis(delay.as_millis() as u64)
     }
 }
 

@@ -33,6 +33,9 @@ mod queue;
 mod scripts;
 mod worker;
 
+#[cfg(test)]
+mod tests;
+
 pub use backend::RedisBackend;
 pub use config::{BackoffPolicy, QueueConfig};
 pub use dead::{DeadFilter, DeadJob, DeadPage, DeadSelector, Page};
