@@ -17,7 +17,7 @@ use conveyor_core::{ConnectionId, Entity, SyncId, SyncMode, SyncTrigger};
 use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{HashFields, decode_cursor, encode_cursor, lex_page, to_ms};
+use crate::codec::{HashFields, decode_cursor, encode_cursor, from_ms, lex_page, to_ms};
 use crate::{Page, Store, StoreError, keys};
 
 /// Where a run is in its life.
@@ -233,7 +233,8 @@ impl Store {
             mode: new.mode,
             trigger: new.trigger,
             status: RunStatus::Queued,
-            queued_at: new.queued_at,
+            // Redis keeps milliseconds; answer with what a later read returns.
+            queued_at: from_ms("queued_at", to_ms(new.queued_at))?,
             started_at: None,
             finished_at: None,
             attempts: 0,
