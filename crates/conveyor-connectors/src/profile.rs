@@ -311,7 +311,8 @@ struct OslcResponseInfo {
 
 #[derive(Deserialize)]
 struct OslcLink {
-    href: String,
+    #[serde(default)]
+    href: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -346,7 +347,8 @@ pub(crate) fn parse_page(profile: ProfileKind, body: &[u8]) -> Result<RawPage, P
             let next = envelope
                 .response_info
                 .and_then(|info| info.next_page)
-                .map_or(NextHint::End, |link| NextHint::Link(link.href));
+                .and_then(|link| link.href)
+                .map_or(NextHint::End, NextHint::Link);
             Ok(RawPage {
                 records: envelope.member,
                 next,

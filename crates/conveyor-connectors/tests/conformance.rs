@@ -186,7 +186,8 @@ async fn full_crawl_returns_exactly_the_seeded_set() {
                 crawled.pages,
                 (RECORDS as usize).div_ceil(PAGE_SIZE as usize)
                     + usize::from(
-                        *profile == ProfileKind::ODataV2 && RECORDS % u64::from(PAGE_SIZE) == 0
+                        *profile == ProfileKind::ODataV2
+                            && RECORDS.is_multiple_of(u64::from(PAGE_SIZE))
                     )
             );
             for (index, record) in crawled.records.iter().enumerate() {
