@@ -23,6 +23,7 @@
 //! marks deleted every record whose marker is another run's (the source no longer has it), a
 //! thousand at a time, so a million records never sit in memory at once.
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
@@ -58,7 +59,7 @@ local moved = 0
 local function next_change(key)
   sequence = sequence + 1
   moved = moved + 1
-  return now_text .. ':' .. string.format('%016d', sequence) .. ':' .. key
+  return now_text .. string.format(':%016d:', sequence) .. key
 end
 local function save_counters()
   if moved > 0 then
@@ -68,41 +69,65 @@ end
 ";
 
 /// KEYS: records, meta, changes, counters. ARGV: clock field, sequence field, seen marker ('' for
-/// incremental runs), count, then per record: key, hash, deleted, source ms, body.
+/// incremental runs), count, then per record: key, `hash|deleted|`, source ms, body. External
+/// keys are unique within a page (the caller removes repeats).
+///
+/// Reads every old meta line with one HMGET and writes with a few batched HSET/ZADD/ZREM calls:
+/// a `redis.call` costs far more than the Lua around it, so per-record calls would dominate.
 static UPSERT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{RECORDS_LUA}
         local seen = ARGV[3]
         local count = tonumber(ARGV[4])
+        local record_keys = {{}}
+        for i = 0, count - 1 do record_keys[i + 1] = ARGV[5 + i * 4] end
+        local olds = redis.call('HMGET', KEYS[2], unpack(record_keys))
+        local bodies, metas, added, removed = {{}}, {{}}, {{}}, {{}}
         local written, unchanged = 0, 0
         for i = 0, count - 1 do
-          local base = 5 + i * 5
-          local key, hash, deleted = ARGV[base], ARGV[base + 1], ARGV[base + 2]
-          local source_ms, body = ARGV[base + 3], ARGV[base + 4]
-          local old = redis.call('HGET', KEYS[2], key)
-          local old_hash, old_deleted, old_seen, old_change = nil, nil, '', nil
-          if old then
-            local _
-            old_hash, old_deleted, _, old_seen, old_change = parse_meta(old)
-          end
-          if old and old_hash == hash and old_deleted == deleted then
+          local base = 5 + i * 4
+          local key, prefix, source_ms = ARGV[base], ARGV[base + 1], ARGV[base + 2]
+          local old = olds[i + 1]
+          -- The common case (same content) is decided by comparing the `hash|deleted|` prefix,
+          -- without parsing the whole line.
+          if old and string.sub(old, 1, #prefix) == prefix then
             unchanged = unchanged + 1
-            if seen ~= '' and old_seen ~= seen then
-              redis.call('HSET', KEYS[2], key,
-                hash .. '|' .. deleted .. '|' .. source_ms .. '|' .. seen .. '|' .. old_change)
+            if seen ~= '' then
+              local _, _, _, old_seen, old_change = parse_meta(old)
+              if old_seen ~= seen then
+                metas[#metas + 1] = key
+                metas[#metas + 1] = prefix .. source_ms .. '|' .. seen .. '|' .. old_change
+              end
             end
           else
             written = written + 1
+            local old_seen, old_change = '', nil
+            if old then
+              local _
+              _, _, _, old_seen, old_change = parse_meta(old)
+            end
             local change = next_change(key)
-            if old_change then redis.call('ZREM', KEYS[3], old_change) end
-            redis.call('ZADD', KEYS[3], 0, change)
-            redis.call('HSET', KEYS[1], key, body)
+            if old_change then removed[#removed + 1] = old_change end
+            added[#added + 1] = 0
+            added[#added + 1] = change
+            bodies[#bodies + 1] = key
+            bodies[#bodies + 1] = ARGV[base + 3]
             local mark = seen
             if mark == '' then mark = old_seen or '' end
-            redis.call('HSET', KEYS[2], key,
-              hash .. '|' .. deleted .. '|' .. source_ms .. '|' .. mark .. '|' .. change)
+            metas[#metas + 1] = key
+            metas[#metas + 1] = prefix .. source_ms .. '|' .. mark .. '|' .. change
           end
         end
+        -- Batches of 1000 arguments stay well inside Lua's stack limit for unpack.
+        local function batched(command, key, args)
+          for first = 1, #args, 1000 do
+            redis.call(command, key, unpack(args, first, math.min(first + 999, #args)))
+          end
+        end
+        batched('ZREM', KEYS[3], removed)
+        batched('ZADD', KEYS[3], added)
+        batched('HSET', KEYS[1], bodies)
+        batched('HSET', KEYS[2], metas)
         save_counters()
         return {{written, unchanged}}
         "
@@ -186,6 +211,18 @@ impl Store {
                 records.len()
             )));
         }
+        // A source can repeat a record within a page (overlapping offsets); the last copy wins
+        // and the earlier ones count as unchanged, so the script sees each key once.
+        let mut last_index: HashMap<&str, usize> = HashMap::with_capacity(records.len());
+        for (index, record) in records.iter().enumerate() {
+            last_index.insert(record.external_key.as_str(), index);
+        }
+        let repeats = (records.len() - last_index.len()) as u64;
+        let unique = records
+            .iter()
+            .enumerate()
+            .filter(|(index, record)| last_index.get(record.external_key.as_str()) == Some(index))
+            .map(|(_, record)| record);
         let (clock_field, sequence_field) = counter_fields(entity);
         let mut invocation = UPSERT.key(keys::records(connection_id, entity));
         invocation
@@ -195,8 +232,8 @@ impl Store {
             .arg(clock_field)
             .arg(sequence_field)
             .arg(full_run.map(ToString::to_string).unwrap_or_default())
-            .arg(records.len());
-        for record in records {
+            .arg(last_index.len());
+        for record in unique {
             if record.entity() != entity {
                 return Err(StoreError::Invalid(format!(
                     "record `{}` is a {} record, not {entity}",
@@ -211,16 +248,22 @@ impl Store {
             }
             let body = serde_json::to_vec(record)
                 .map_err(|err| StoreError::Invalid(format!("record: {err}")))?;
-            let hash = format!("{:032x}", xxh3_128(&body));
+            let prefix = format!(
+                "{:032x}|{}|",
+                xxh3_128(&body),
+                if record.deleted { '1' } else { '0' }
+            );
             invocation
                 .arg(&record.external_key)
-                .arg(hash)
-                .arg(if record.deleted { "1" } else { "0" })
+                .arg(prefix)
                 .arg(to_ms(record.source_updated_at))
                 .arg(body);
         }
         let (written, unchanged): (u64, u64) = invocation.invoke_async(&mut self.redis()).await?;
-        Ok(UpsertOutcome { written, unchanged })
+        Ok(UpsertOutcome {
+            written,
+            unchanged: unchanged + repeats,
+        })
     }
 
     /// The stored record with `external_key`, if any.

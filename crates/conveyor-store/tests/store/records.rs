@@ -398,3 +398,29 @@ async fn the_sweep_leaves_records_outside_the_historical_period_alone() {
             .deleted
     );
 }
+
+#[tokio::test]
+async fn a_record_repeated_in_one_page_is_stored_once_last_copy_wins() {
+    let h = harness().await;
+    let conn = ConnectionId::new();
+    let at = Utc::now();
+    let records = vec![
+        work_order("WO-1", "first copy", at),
+        work_order("WO-2", "other", at),
+        work_order("WO-1", "second copy", at),
+    ];
+    assert_eq!(
+        h.store
+            .upsert_records(&conn, E, &records, None)
+            .await
+            .unwrap(),
+        UpsertOutcome {
+            written: 2,
+            unchanged: 1
+        }
+    );
+    let stored = h.store.get_record(&conn, E, "WO-1").await.unwrap().unwrap();
+    assert_eq!(stored.record.raw["description"], "second copy");
+    let all = walk(&h.store, &conn, DateTime::<Utc>::UNIX_EPOCH, 10).await;
+    assert_eq!(all.len(), 2, "one change position per record: {all:?}");
+}
