@@ -1,7 +1,7 @@
 //! Everything Conveyor keeps in Redis except the job queue (which is `conveyor-queue`'s).
 //!
 //! One [`Store`] handle, cheap to clone, holds a self-reconnecting Redis
-//! [`ConnectionManager`](redis::aio::ConnectionManager) and the credentials keyring. Its methods
+//! [`ConnectionManager`] and the credentials keyring. Its methods
 //! are grouped by concern, one module each:
 //!
 //! | module | what it keeps |
@@ -36,7 +36,7 @@
 //! | `conveyor:{conn}:events` | stream | the outbox; consumer group `dispatchers` |
 //! | `conveyor:{conn}:permits` | zset | permit holder → expiry ms |
 //! | `conveyor:{conn}:records:{entity}` | hash | external key → record JSON as the source gave it |
-//! | `conveyor:{conn}:records:{entity}:meta` | hash | external key → `hash|deleted|source_ms|seen_run|change` |
+//! | `conveyor:{conn}:records:{entity}:meta` | hash | external key → content hash, deleted flag, source ms, last full run that saw it, change position (joined by a bar) |
 //! | `conveyor:{conn}:records:{entity}:changes` | zset (lex) | change positions `synced_ms:seq:key` |
 //! | `conveyor:connections` | zset (lex) | every connection id (the scheduler iterates it) |
 //! | `conveyor:tenant:{ten}:connections` | zset (lex) | the tenant's connection ids |

@@ -64,6 +64,15 @@ static RENEW: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
+/// KEYS: permits. Counts holders not yet expired by the server clock.
+static IN_USE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{NOW_LUA}
+        return redis.call('ZCOUNT', KEYS[1], '(' .. string.format('%d', now), '+inf')
+        "
+    ))
+});
+
 /// A held permit; release it when the request is done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Permit {
@@ -174,10 +183,9 @@ impl Store {
 
     /// Permits currently held for a connection (expired ones not counted).
     pub async fn permits_in_use(&self, connection_id: &ConnectionId) -> Result<u64, StoreError> {
-        let now = Utc::now().timestamp_millis();
-        let count: u64 = self
-            .redis()
-            .zcount(keys::permits(connection_id), format!("({now}"), "+inf")
+        let count: u64 = IN_USE
+            .key(keys::permits(connection_id))
+            .invoke_async(&mut self.redis())
             .await?;
         Ok(count)
     }
