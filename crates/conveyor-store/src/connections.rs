@@ -278,14 +278,21 @@ impl Store {
             .query_async::<()>(&mut redis)
             .await?;
         let run_ids: Vec<String> = redis.zrange(keys::runs(id), 0, -1).await?;
-        let mut doomed = keys::all_of_connection(id);
         // A run id that does not parse cannot name a run key; the index itself is removed below.
-        doomed.extend(
-            run_ids
-                .iter()
-                .filter_map(|sync_id| sync_id.parse::<SyncId>().ok())
-                .map(|sync_id| keys::run(id, &sync_id)),
-        );
+        let sync_ids: Vec<SyncId> = run_ids
+            .iter()
+            .filter_map(|sync_id| sync_id.parse().ok())
+            .collect();
+        // The owner lookups live in other slots: one single-key UNLINK each, pipelined.
+        for chunk in sync_ids.chunks(DELETE_CHUNK) {
+            let mut pipe = redis::pipe();
+            for sync_id in chunk {
+                pipe.unlink(keys::run_owner(sync_id)).ignore();
+            }
+            pipe.query_async::<()>(&mut redis).await?;
+        }
+        let mut doomed = keys::all_of_connection(id);
+        doomed.extend(sync_ids.iter().map(|sync_id| keys::run(id, sync_id)));
         for chunk in doomed.chunks(DELETE_CHUNK) {
             redis::cmd("UNLINK")
                 .arg(chunk)

@@ -85,6 +85,11 @@ pub(crate) fn all_of_connection(id: &ConnectionId) -> Vec<String> {
     keys
 }
 
+/// Which connection a run belongs to, for callers that know only the sync id.
+pub(crate) fn run_owner(sync_id: &SyncId) -> String {
+    format!("conveyor:sync_run:{sync_id}")
+}
+
 /// All connections (lexicographic ZSET of ids, so ULID order = creation order).
 pub(crate) const ALL_CONNECTIONS: &str = "conveyor:connections";
 
@@ -149,5 +154,6 @@ mod tests {
         let tenant_id = TenantId::new();
         assert!(!tenant_connections(&tenant_id).contains('{'));
         assert!(!api_key(&ApiKeyId::new()).contains('{'));
+        assert!(!run_owner(&SyncId::new()).contains('{'));
     }
 }

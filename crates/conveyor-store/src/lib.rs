@@ -41,6 +41,7 @@
 //! | `conveyor:connections` | zset (lex) | every connection id (the scheduler iterates it) |
 //! | `conveyor:tenant:{ten}:connections` | zset (lex) | the tenant's connection ids |
 //! | `conveyor:outbox:ready` | zset | connections with undrained events, scored by last append ms |
+//! | `conveyor:sync_run:{sync_id}` | string | the connection id of a run (dropped with the run) |
 //! | `conveyor:tenants` | zset (lex) | every tenant id |
 //! | `conveyor:tenant:{ten}` | string | tenant JSON |
 //! | `conveyor:tenant:{ten}:api_keys` | zset (lex) | the tenant's API key ids |

@@ -269,6 +269,11 @@ impl Store {
                 detail: "a run with this id already exists".into(),
             });
         }
+        // The owner lookup is another slot, so it is a command of its own, written after the
+        // run: a crash in between leaves a run findable only through its connection.
+        redis
+            .set::<_, _, ()>(keys::run_owner(&run.id), run.connection_id.to_string())
+            .await?;
         let overflow = usize::try_from(count)
             .unwrap_or(0)
             .saturating_sub(self.config.run_history_len);
@@ -299,7 +304,10 @@ impl Store {
             let sync_id: SyncId = sync_id
                 .parse()
                 .map_err(|err| StoreError::corrupt(&index, err))?;
-            pipe.unlink(keys::run(connection_id, &sync_id)).ignore();
+            pipe.unlink(keys::run(connection_id, &sync_id))
+                .ignore()
+                .unlink(keys::run_owner(&sync_id))
+                .ignore();
         }
         pipe.zrem(&index, &oldest).ignore();
         pipe.query_async::<()>(&mut redis).await?;
@@ -318,6 +326,17 @@ impl Store {
             return Err(StoreError::not_found("sync run", sync_id));
         }
         run_from_fields(&HashFields::new(&key, fields))
+    }
+
+    /// The run `sync_id`, whichever connection it belongs to.
+    pub async fn find_run(&self, sync_id: &SyncId) -> Result<SyncRun, StoreError> {
+        let key = keys::run_owner(sync_id);
+        let owner: Option<String> = self.redis().get(&key).await?;
+        let owner = owner.ok_or_else(|| StoreError::not_found("sync run", sync_id))?;
+        let connection_id: ConnectionId = owner
+            .parse()
+            .map_err(|err| StoreError::corrupt(&key, err))?;
+        self.get_run(&connection_id, sync_id).await
     }
 
     /// Sets the fields of `update` on a run and returns the run as it now is.

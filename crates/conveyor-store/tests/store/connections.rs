@@ -344,6 +344,17 @@ async fn delete_removes_everything_kept_for_the_connection() {
         .filter(|k| k.contains(&tag))
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+    let owners: Vec<String> = h
+        .all_keys()
+        .await
+        .into_iter()
+        .filter(|k| k.starts_with("conveyor:sync_run:"))
+        .collect();
+    assert_eq!(
+        owners.len(),
+        1,
+        "only the kept connection's run: {owners:?}"
+    );
     assert!(matches!(
         h.store.get_connection(&doomed.id).await,
         Err(StoreError::NotFound { .. })

@@ -25,6 +25,11 @@ async fn runs_are_created_updated_and_read_back() {
     let run = h.store.create_run(&new).await.unwrap();
     assert_eq!(run.status, RunStatus::Queued);
     assert_eq!(h.store.get_run(&conn, &new.id).await.unwrap(), run);
+    assert_eq!(h.store.find_run(&new.id).await.unwrap(), run);
+    assert!(matches!(
+        h.store.find_run(&SyncId::new()).await,
+        Err(StoreError::NotFound { .. })
+    ));
     assert!(matches!(
         h.store.create_run(&new).await,
         Err(StoreError::Conflict { .. })
@@ -216,7 +221,19 @@ async fn history_is_bounded_per_connection() {
             h.store.get_run(&conn, dropped).await,
             Err(StoreError::NotFound { .. })
         ));
+        assert!(matches!(
+            h.store.find_run(dropped).await,
+            Err(StoreError::NotFound { .. })
+        ));
     }
+    assert_eq!(h.store.find_run(&ids[0]).await.unwrap().id, ids[0]);
+    let owners = h
+        .all_keys()
+        .await
+        .into_iter()
+        .filter(|k| k.starts_with("conveyor:sync_run:"))
+        .count();
+    assert_eq!(owners, 5);
     let run_keys = h
         .all_keys()
         .await
