@@ -424,3 +424,29 @@ async fn a_record_repeated_in_one_page_is_stored_once_last_copy_wins() {
     let all = walk(&h.store, &conn, DateTime::<Utc>::UNIX_EPOCH, 10).await;
     assert_eq!(all.len(), 2, "one change position per record: {all:?}");
 }
+
+#[tokio::test]
+async fn the_largest_page_fits_in_one_script_call_and_a_larger_one_is_refused() {
+    let h = harness().await;
+    let conn = ConnectionId::new();
+    let at = Utc::now();
+    let largest = page(0..conveyor_store::records::MAX_UPSERT_PAGE, "x", at);
+    let outcome = h
+        .store
+        .upsert_records(&conn, E, &largest, None)
+        .await
+        .unwrap();
+    assert_eq!(outcome.written as usize, largest.len());
+    let run = SyncId::new();
+    let again = h
+        .store
+        .upsert_records(&conn, E, &largest, Some(&run))
+        .await
+        .unwrap();
+    assert_eq!(again.unchanged as usize, largest.len());
+    let too_big = page(0..conveyor_store::records::MAX_UPSERT_PAGE + 1, "x", at);
+    assert!(matches!(
+        h.store.upsert_records(&conn, E, &too_big, None).await,
+        Err(StoreError::Invalid(_))
+    ));
+}
