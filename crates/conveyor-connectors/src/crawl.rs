@@ -133,6 +133,9 @@ impl Connector {
             .ok_or_else(|| ConnectorError::config("settings.utc_offset is invalid"))?;
         let mut entities = HashMap::new();
         for entity in Entity::ALL {
+            if crate::mapping::default_fields(profile, *entity).is_empty() {
+                continue;
+            }
             let config = connection.entity(*entity);
             let path = config
                 .and_then(|c| c.path.as_deref())

@@ -97,9 +97,10 @@ pub fn unified_fields(entity: Entity) -> &'static [(&'static str, FieldKind)] {
         Entity::PurchaseOrders => PURCHASE_ORDER_FIELDS,
         Entity::WorkOrders => WORK_ORDER_FIELDS,
         Entity::Assets => ASSET_FIELDS,
-        // `Entity` is non-exhaustive; vendors and anything added later without a model share the
-        // vendor table until they get their own.
-        _ => VENDOR_FIELDS,
+        Entity::Vendors => VENDOR_FIELDS,
+        // `Entity` is non-exhaustive: an entity added later has no model here until one is
+        // written, and validation reports it as unsupported.
+        _ => &[],
     }
 }
 
@@ -267,15 +268,16 @@ pub fn default_fields(profile: ProfileKind, entity: Entity) -> BTreeMap<&'static
         ),
         (ProfileKind::ODataV2 | ProfileKind::ODataV4, Entity::WorkOrders) => (SAP_WORK_ORDER, &[]),
         (ProfileKind::ODataV2 | ProfileKind::ODataV4, Entity::Assets) => (SAP_ASSET, &[]),
-        (ProfileKind::ODataV2 | ProfileKind::ODataV4, _) => (SAP_VENDOR, &[]),
+        (ProfileKind::ODataV2 | ProfileKind::ODataV4, Entity::Vendors) => (SAP_VENDOR, &[]),
         (ProfileKind::Oslc, Entity::PurchaseOrders) => (MAXIMO_PURCHASE_ORDER, &[]),
         (ProfileKind::Oslc, Entity::WorkOrders) => (MAXIMO_WORK_ORDER, &[]),
         (ProfileKind::Oslc, Entity::Assets) => (MAXIMO_ASSET, &[]),
-        (ProfileKind::Oslc, _) => (MAXIMO_VENDOR, &[]),
+        (ProfileKind::Oslc, Entity::Vendors) => (MAXIMO_VENDOR, &[]),
         (_, Entity::PurchaseOrders) => (ORACLE_PURCHASE_ORDER, &[]),
         (_, Entity::WorkOrders) => (ORACLE_WORK_ORDER, &[]),
         (_, Entity::Assets) => (ORACLE_ASSET, &[]),
-        (_, _) => (ORACLE_VENDOR, &[]),
+        (_, Entity::Vendors) => (ORACLE_VENDOR, &[]),
+        _ => (&[], &[]),
     };
     table
         .iter()
@@ -422,13 +424,19 @@ impl EntityMapping {
                 location: reader.text("location")?,
                 serial_number: reader.text("serial_number")?,
             }),
-            _ => RecordData::Vendor(Vendor {
+            Entity::Vendors => RecordData::Vendor(Vendor {
                 number: reader.text("number")?,
                 name: reader.text("name")?,
                 country: reader.text("country")?,
                 city: reader.text("city")?,
                 status: reader.text("status")?,
             }),
+            other => {
+                return Err(FieldFailure {
+                    field: "(record)".into(),
+                    reason: format!("entity {other} has no unified model"),
+                });
+            }
         };
         Ok(UnifiedRecord {
             external_key,

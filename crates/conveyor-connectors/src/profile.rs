@@ -271,21 +271,11 @@ pub(crate) struct ParseFailure {
     pub(crate) reason: String,
 }
 
+/// `d` is read as a plain value and taken apart by hand: an untagged enum for its two shapes
+/// would make serde buffer the whole page twice.
 #[derive(Deserialize)]
 struct ODataV2Envelope {
-    d: ODataV2Body,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum ODataV2Body {
-    Results {
-        results: Vec<Value>,
-        #[serde(rename = "__next", default)]
-        next: Option<String>,
-    },
-    // OData v1 and some v2 services answer a collection as a bare array.
-    Bare(Vec<Value>),
+    d: Value,
 }
 
 #[derive(Deserialize)]
@@ -331,16 +321,30 @@ pub(crate) fn parse_page(profile: ProfileKind, body: &[u8]) -> Result<RawPage, P
     match profile {
         ProfileKind::ODataV2 => {
             let envelope: ODataV2Envelope = serde_json::from_slice(body).map_err(failure)?;
-            Ok(match envelope.d {
-                ODataV2Body::Results { results, next } => RawPage {
-                    records: results,
-                    next: next.map_or(NextHint::Silent, NextHint::Link),
-                },
-                ODataV2Body::Bare(records) => RawPage {
+            let shape = |reason: &str| ParseFailure {
+                position: "d".into(),
+                reason: reason.into(),
+            };
+            match envelope.d {
+                Value::Object(mut d) => {
+                    let records = match d.remove("results") {
+                        Some(Value::Array(records)) => records,
+                        _ => return Err(shape("`d.results` is not an array")),
+                    };
+                    let next = match d.remove("__next") {
+                        None | Some(Value::Null) => NextHint::Silent,
+                        Some(Value::String(link)) => NextHint::Link(link),
+                        Some(_) => return Err(shape("`d.__next` is not a link")),
+                    };
+                    Ok(RawPage { records, next })
+                }
+                // OData v1 and some v2 services answer a collection as a bare array.
+                Value::Array(records) => Ok(RawPage {
                     records,
                     next: NextHint::Silent,
-                },
-            })
+                }),
+                _ => Err(shape("`d` is neither an object with results nor an array")),
+            }
         }
         ProfileKind::Oslc => {
             let envelope: OslcEnvelope = serde_json::from_slice(body).map_err(failure)?;

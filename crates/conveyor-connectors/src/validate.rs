@@ -5,7 +5,7 @@
 //! credential kind against the profile, page size limits, the UTC offset, entity paths and field
 //! overrides. [`crate::Connector::new`] runs the same checks.
 
-use conveyor_core::{Connection, Credentials};
+use conveyor_core::{Connection, Credentials, ProfileKind};
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +43,21 @@ pub fn validate(
     check_url("base_url", &connection.base_url, &mut problems);
 
     let profile = connection.profile;
+    // `ProfileKind` is non-exhaustive: a profile added to the core before this crate learns it
+    // must be refused here, not read with another profile's rules.
+    if !matches!(
+        profile,
+        ProfileKind::ODataV2
+            | ProfileKind::ODataV4
+            | ProfileKind::Oslc
+            | ProfileKind::OffsetHasMore
+    ) {
+        problems.push(FieldProblem::new(
+            "profile",
+            format!("profile {profile} is not supported by this connector version"),
+        ));
+        return Err(problems);
+    }
     let accepted = accepted_credentials(profile);
     if !accepted.contains(&credentials.kind()) {
         problems.push(FieldProblem::new(
@@ -187,9 +202,7 @@ fn check_url(field: &str, text: &str, problems: &mut Vec<FieldProblem>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use conveyor_core::{
-        ConnectionId, Entity, EntityConfig, ProfileKind, SourceSettings, TenantId,
-    };
+    use conveyor_core::{ConnectionId, Entity, EntityConfig, SourceSettings, TenantId};
     use std::collections::BTreeMap;
 
     fn connection(profile: ProfileKind) -> Connection {

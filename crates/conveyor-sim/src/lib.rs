@@ -11,8 +11,25 @@
 //! | Oracle Fusion REST | `/fscmRestApi/resources/11.13.18.05/{resource}` | basic |
 //!
 //! Data is seeded from `(seed, index)` on the fly (see [`data`]), so a million records per entity
-//! cost no memory; only changes are kept. Changes and faults are driven through `/admin/...`
-//! endpoints or directly through [`Sim`] in tests.
+//! cost no memory; only changes are kept. Seeded change times grow with the index (spread over
+//! 30 days before [`SimConfig::seeded_until`] by default); listings are ordered by key. Changes
+//! are stamped with the wall clock and shown at each family's granularity (Maximo: whole seconds
+//! in its UTC offset; others: milliseconds). Deleted records disappear from listings, except where
+//! the real system keeps them with a flag (SAP purchase orders, equipment and suppliers:
+//! `PurchasingDocumentDeletionCode = "L"`, `EquipmentIsMarkedForDeletion`, `DeletionIndicator`).
+//!
+//! Changes and faults are driven directly through [`Sim`] in tests, or over HTTP (no auth; the
+//! simulator listens on loopback):
+//!
+//! - `POST /admin/entities/{entity}/changes` `{"create":1,"update":2,"delete":1}` → the indexes
+//!   changed and the stamp;
+//! - `POST /admin/entities/{entity}/records/{index}/update` (or `/delete`);
+//! - `PUT /admin/faults/{profile}` with a [`FaultSpec`] (`{"kind":"rate_limit",
+//!   "retry_after_secs":30,"after_requests":2,"count":1}`), `DELETE /admin/faults/{profile}`,
+//!   `DELETE /admin/faults`;
+//! - `PUT /admin/connections` `{"refuse":true}`: every connection is cut (the system is down);
+//! - `POST /admin/tokens/revoke`: every OAuth2 token issued so far stops working;
+//! - `GET /admin/stats`: requests per profile and live records per entity; `GET /admin/health`.
 //!
 //! Start it in a test in one line: `let sim = SimHandle::start(SimConfig::default()).await?;`
 //! and point a connection at `sim.base_url()`.
