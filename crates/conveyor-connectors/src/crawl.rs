@@ -246,9 +246,13 @@ impl Crawl {
         let expand = mapping
             .source_of("lines")
             .and_then(|path| path.split('/').next());
+        let key_field = mapping
+            .source_of("external_key")
+            .filter(|key| !key.contains('/'));
         let shape = RequestShape {
             profile: inner.profile,
             updated_field,
+            key_field,
             expand,
             page_size: inner.page_size,
             utc_offset: inner.utc_offset,

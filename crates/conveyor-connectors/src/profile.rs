@@ -102,6 +102,8 @@ pub(crate) struct RequestShape<'a> {
     pub(crate) profile: ProfileKind,
     /// Source field of the change time (the filter's subject).
     pub(crate) updated_field: &'a str,
+    /// Source field of the key, which offset paging orders by so pages do not overlap.
+    pub(crate) key_field: Option<&'a str>,
     /// First segment of the lines path, for `$expand`/`expand`, when the entity has lines.
     pub(crate) expand: Option<&'a str>,
     pub(crate) page_size: u32,
@@ -165,6 +167,9 @@ impl RequestShape<'_> {
                 if let Some(expand) = self.expand {
                     query.push(("$expand", expand.into()));
                 }
+                if let Some(key) = self.key_field {
+                    query.push(("$orderby", key.into()));
+                }
                 query.push(("$top", self.page_size.to_string()));
                 query.push(("$skip", offset.to_string()));
             }
@@ -186,6 +191,9 @@ impl RequestShape<'_> {
                 }
                 if let Some(expand) = self.expand {
                     query.push(("expand", expand.into()));
+                }
+                if let Some(key) = self.key_field {
+                    query.push(("orderBy", format!("{key}:asc")));
                 }
             }
             _ => {
@@ -453,6 +461,7 @@ mod tests {
         RequestShape {
             profile,
             updated_field: field,
+            key_field: None,
             expand: None,
             page_size: 100,
             utc_offset: parse_utc_offset("-04:00").unwrap(),
@@ -488,6 +497,60 @@ mod tests {
         for (profile, field, expected) in cases {
             assert_eq!(shape(profile, field).filter().as_deref(), Some(expected));
         }
+    }
+
+    #[test]
+    fn page_queries_and_headers_of_each_profile() {
+        let query = |profile, field, key, expand, offset| {
+            let mut shape = shape(profile, field);
+            shape.changed_after = None;
+            shape.changed_until = None;
+            shape.key_field = key;
+            shape.expand = expand;
+            let pairs: Vec<String> = shape
+                .query(offset)
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            (pairs.join("&"), shape.headers())
+        };
+        let (v2, _) = query(
+            ProfileKind::ODataV2,
+            "LastChangeDateTime",
+            Some("PurchaseOrder"),
+            Some("to_PurchaseOrderItem"),
+            200,
+        );
+        assert_eq!(
+            v2,
+            "$format=json&$expand=to_PurchaseOrderItem&$orderby=PurchaseOrder&$top=100&$skip=200"
+        );
+        let (v4, headers) = query(
+            ProfileKind::ODataV4,
+            "LastChangeDateTime",
+            None,
+            Some("_PurchaseOrderItem"),
+            0,
+        );
+        assert_eq!(v4, "$expand=_PurchaseOrderItem");
+        assert!(headers.contains(&("prefer", "odata.maxpagesize=100".to_owned())));
+        let (oslc, _) = query(ProfileKind::Oslc, "changedate", Some("poid"), None, 0);
+        assert_eq!(
+            oslc,
+            "lean=1&oslc.select=*&oslc.pageSize=100&oslc.orderBy=+changedate"
+        );
+        let (oracle, headers) = query(
+            ProfileKind::OffsetHasMore,
+            "LastUpdateDate",
+            Some("POHeaderId"),
+            Some("lines"),
+            500,
+        );
+        assert_eq!(
+            oracle,
+            "onlyData=true&limit=100&offset=500&expand=lines&orderBy=POHeaderId:asc"
+        );
+        assert!(headers.contains(&("rest-framework-version", "4".to_owned())));
     }
 
     #[test]

@@ -732,10 +732,11 @@ async fn credentials_never_appear_in_logs_or_errors() {
     let mut texts = Vec::new();
     for profile in ProfileKind::ALL {
         let connector = connector(&sim, *profile);
-        texts.push(format!("{connector:?}"));
         crawl_all(&connector, Entity::Vendors, CrawlRange::default())
             .await
             .unwrap();
+        // After a crawl, so an OAuth2 token is cached inside.
+        texts.push(format!("{connector:?}"));
         for spec in [
             FaultSpec::new(FaultKind::Unauthorized),
             FaultSpec::new(FaultKind::ServerError),

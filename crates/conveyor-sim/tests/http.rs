@@ -479,3 +479,28 @@ async fn the_binary_serves_until_sigterm() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn background_churn_produces_changes_for_incremental_syncs() {
+    let sim = SimHandle::start(SimConfig {
+        churn_per_second: 200.0,
+        ..config(50)
+    })
+    .await
+    .unwrap();
+    let client = Client::new(&sim);
+    let since =
+        format!("{ORACLE_PO}?limit=500&q=LastUpdateDate%20%3E%20%272024-06-01T00%3A00%3A00Z%27");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = client.json(ProfileKind::OffsetHasMore, &since).await;
+        if page["count"].as_u64().unwrap() > 0 {
+            let changed = page["items"][0]["LastUpdateDate"].as_str().unwrap();
+            let changed: DateTime<Utc> = changed.parse().unwrap();
+            assert!(changed > "2024-06-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap());
+            break;
+        }
+        assert!(Instant::now() < deadline, "no background change appeared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
