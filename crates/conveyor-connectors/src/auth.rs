@@ -203,9 +203,10 @@ async fn fetch_token(
     })
 }
 
-/// Standard base64 (RFC 4648 with padding), for basic authentication. Small enough to keep here
-/// rather than adding a dependency.
 mod base64_encode {
+    //! Standard base64 (RFC 4648 with padding), for basic authentication: small enough to keep
+    //! here rather than add a dependency.
+
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
     pub(crate) fn encode(input: &[u8]) -> String {

@@ -204,12 +204,22 @@ impl Connector {
             None => Position::Offset(0),
         };
         Ok(Crawl {
+            page_size: self.inner.page_size,
             inner: Arc::clone(&self.inner),
             policy: self.policy,
             plan,
             range,
             position: Some(position),
         })
+    }
+
+    /// Checks that the system answers and accepts the credentials by reading one page of one
+    /// record of `entity`: the cheapest request that exercises URL, authentication and paging.
+    /// Used to probe an offline connection before resuming its syncs.
+    pub async fn probe(&self, entity: Entity) -> Result<(), ConnectorError> {
+        let mut crawl = self.crawl(entity, CrawlRange::default())?;
+        crawl.page_size = 1;
+        crawl.next_page().await.map(|_| ())
     }
 }
 
@@ -230,6 +240,8 @@ pub struct Crawl {
     policy: RetryPolicy,
     plan: Arc<EntityPlan>,
     range: CrawlRange,
+    /// Records per page asked for: the connection's setting, or 1 for a probe.
+    page_size: u32,
     /// The next page; `None` once the last page was handed out.
     position: Option<Position>,
 }
@@ -254,7 +266,7 @@ impl Crawl {
             updated_field,
             key_field,
             expand,
-            page_size: inner.page_size,
+            page_size: self.page_size,
             utc_offset: inner.utc_offset,
             changed_after: self.range.changed_after,
             changed_until: self.range.changed_until,
@@ -290,7 +302,7 @@ impl Crawl {
             .map_err(|failure| bad_data(failure.position, failure.reason))?;
         drop(body);
         let count = raw.records.len() as u64;
-        let page_size = u64::from(inner.page_size);
+        let page_size = u64::from(self.page_size);
         let next = match (raw.next, &position) {
             (NextHint::Link(link), _) => {
                 let next_url = rewrite_onto_base(&inner.base_url, &url, &link)

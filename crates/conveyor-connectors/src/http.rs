@@ -258,6 +258,8 @@ pub(crate) enum BodyError {
 }
 
 mod bytes_limit {
+    //! Reading a body with a ceiling, so a source that never stops sending cannot exhaust memory.
+
     use super::BodyError;
 
     /// Reads a body chunk by chunk, stopping at `limit` bytes.

@@ -771,3 +771,23 @@ async fn credentials_never_appear_in_logs_or_errors() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_probe_reads_one_record_and_reports_the_failure_class() {
+    let sim = start_sim().await;
+    for profile in ProfileKind::ALL {
+        let connector = connector(&sim, *profile);
+        let before = sim.sim().stats(*profile).list_requests;
+        connector.probe(Entity::WorkOrders).await.unwrap();
+        assert_eq!(
+            sim.sim().stats(*profile).list_requests - before,
+            1,
+            "{profile}"
+        );
+        sim.sim()
+            .set_fault(*profile, FaultSpec::new(FaultKind::Unauthorized));
+        let error = connector.probe(Entity::WorkOrders).await.unwrap_err();
+        assert_eq!(error.class(), "auth_rejected", "{profile}: {error}");
+        sim.sim().clear_fault(*profile);
+    }
+}
