@@ -35,5 +35,10 @@ run-worker:
     cargo run --bin conveyor-worker
 
 # Run every benchmark and write bench/results/*.json.
-bench: setup
-    @echo "no benchmarks yet: they arrive with the queue, sync and API issues"
+bench: setup bench-queue
+
+# Queue benchmark: conveyor-queue vs apalis-redis vs BullMQ on one redis-server; writes bench/results/queue.json and prints the table.
+bench-queue JOBS="100000": setup
+    cargo build --release -p conveyor-bench
+    cd bench/node && npm ci --no-audit --no-fund --loglevel=error
+    target/release/bench-queue --jobs {{JOBS}}
