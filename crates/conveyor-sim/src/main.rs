@@ -2,7 +2,11 @@
 //!
 //! Configuration comes from `CONVEYOR_SIM_*` variables (see `conveyor_sim::SimConfig`), plus
 //! `CONVEYOR_SIM_ADDR` (default `127.0.0.1:8900`) for the listening address, and
-//! `CONVEYOR_SIM_LOG` (default `info`) for the log filter. `--help` prints them.
+//! `CONVEYOR_SIM_LOG` (default `info`) for the log filter. Any variable can also be given as an
+//! argument, `--records 1000000` standing for `CONVEYOR_SIM_RECORDS=1000000`; arguments win.
+//! `--help` prints them.
+
+use std::collections::HashMap;
 
 use anyhow::Context;
 use conveyor_sim::SimConfig;
@@ -11,7 +15,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 const HELP: &str = "conveyor-sim: a simulator of SAP OData v2/v4, Maximo OSLC and Oracle Fusion REST APIs
 
-Variables (all optional):
+Variables (all optional; `--name value` sets CONVEYOR_SIM_NAME, e.g. --records 1000000):
   CONVEYOR_SIM_ADDR                 listening address (127.0.0.1:8900)
   CONVEYOR_SIM_SEED                 seed of generated data (42)
   CONVEYOR_SIM_RECORDS              records per entity, 10..1000000 (1000)
@@ -30,11 +34,18 @@ Variables (all optional):
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    if std::env::args().skip(1).any(|a| a == "--help" || a == "-h") {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
         print!("{HELP}");
         return Ok(());
     }
-    let lookup = |key: &str| std::env::var(key).ok();
+    let overrides = arguments_as_variables(&args)?;
+    let lookup = |key: &str| {
+        overrides
+            .get(key)
+            .cloned()
+            .or_else(|| std::env::var(key).ok())
+    };
     let config = SimConfig::from_lookup(lookup)?;
     let address = lookup("CONVEYOR_SIM_ADDR").unwrap_or_else(|| "127.0.0.1:8900".to_owned());
     let filter = lookup("CONVEYOR_SIM_LOG").unwrap_or_else(|| "info".to_owned());
@@ -56,4 +67,24 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     conveyor_sim::serve(listener, config, shutdown).await
+}
+
+/// `--max-page-size 100` → `CONVEYOR_SIM_MAX_PAGE_SIZE=100`.
+fn arguments_as_variables(args: &[String]) -> anyhow::Result<HashMap<String, String>> {
+    let mut variables = HashMap::new();
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let name = flag
+            .strip_prefix("--")
+            .with_context(|| format!("unexpected argument `{flag}`; see --help"))?;
+        let value = rest
+            .next()
+            .with_context(|| format!("`{flag}` needs a value"))?;
+        let key = format!(
+            "CONVEYOR_SIM_{}",
+            name.replace('-', "_").to_ascii_uppercase()
+        );
+        variables.insert(key, value.clone());
+    }
+    Ok(variables)
 }

@@ -432,8 +432,8 @@ async fn the_binary_serves_until_sigterm() {
         .unwrap()
         .port();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_conveyor-sim"))
-        .env("CONVEYOR_SIM_ADDR", format!("127.0.0.1:{port}"))
-        .env("CONVEYOR_SIM_RECORDS", "50")
+        .args(["--addr", &format!("127.0.0.1:{port}"), "--records", "50"])
+        .env("CONVEYOR_SIM_RECORDS", "7")
         .env("CONVEYOR_SIM_LOG", "warn")
         .spawn()
         .unwrap();
@@ -449,6 +449,16 @@ async fn the_binary_serves_until_sigterm() {
         assert!(Instant::now() < deadline, "the simulator did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // `--records 50` won over CONVEYOR_SIM_RECORDS=7 (which alone would be refused).
+    let stats: Value = http
+        .get(format!("http://127.0.0.1:{port}/admin/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["live_records"]["purchase_orders"], 50);
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])
         .status()
