@@ -191,32 +191,35 @@ impl EntityData {
             && view.bounds.admits(view.effective(change.updated_ms))
     }
 
-    /// How many listed records have an index below `x`.
-    fn count_below(&self, view: &ListingView, range: (u64, u64), x: u64) -> u64 {
-        let (lo, hi) = range;
-        let seeded_end = hi.min(x);
-        let mut count = seeded_end.saturating_sub(lo);
-        for (&index, change) in self.changes.range(..x) {
-            if index >= lo && index < hi {
-                count -= 1;
+    /// The index of the listed record at position `offset`, or `None` past the end.
+    ///
+    /// One pass over the changes: between two changed indexes every seeded index in range is
+    /// listed, so whole runs are skipped by arithmetic. Cost grows with the number of changes,
+    /// never with the number of records.
+    pub(crate) fn index_at(&self, view: &ListingView, offset: u64) -> Option<u64> {
+        let (lo, hi) = self.seeded_range(view);
+        let mut position = 0u64;
+        let mut cursor = lo;
+        for (&index, change) in &self.changes {
+            let run = index.min(hi).saturating_sub(cursor);
+            if position + run > offset {
+                return Some(cursor + (offset - position));
+            }
+            position += run;
+            cursor = cursor.max(index.min(hi));
+            if (lo..hi).contains(&index) {
+                // The change replaces the seeded record at this index.
+                cursor = index + 1;
             }
             if self.change_listed(view, change) {
-                count += 1;
+                if position == offset {
+                    return Some(index);
+                }
+                position += 1;
             }
         }
-        count
-    }
-
-    /// The index of the listed record at position `offset`, or `None` past the end.
-    pub(crate) fn index_at(&self, view: &ListingView, offset: u64) -> Option<u64> {
-        let range = self.seeded_range(view);
-        let end = self.next_index;
-        if self.count_below(view, range, end) <= offset {
-            return None;
-        }
-        // The smallest x with more than `offset` listed records below it; the record is x - 1.
-        let x = partition_point(end + 1, |x| self.count_below(view, range, x) <= offset);
-        Some(x.saturating_sub(1))
+        let run = hi.saturating_sub(cursor);
+        (position + run > offset).then(|| cursor + (offset - position))
     }
 
     /// Up to `limit` listed records from index `start` on, and whether more follow.
@@ -372,6 +375,51 @@ mod tests {
             assert_eq!(paged, expected);
         }
         assert_eq!(data.live_count(), 49);
+    }
+
+    #[test]
+    fn random_changes_and_views_agree_with_brute_force() {
+        let mut random = 7u64;
+        let mut next = move || {
+            random = random.wrapping_add(1);
+            mix(random)
+        };
+        for _ in 0..200 {
+            let seeded = 1 + next() % 60;
+            let mut data = EntityData::new(seeded, 100_000, 1 + (next() % 3) as i64 * 500);
+            for _ in 0..next() % 20 {
+                let now = 50_000 + (next() % 100_000) as i64;
+                match next() % 3 {
+                    0 => {
+                        data.create(now);
+                    }
+                    kind => {
+                        let index = next() % data.next_index;
+                        data.modify(index, now, kind == 2);
+                    }
+                }
+            }
+            let bound = |value: u64| {
+                (value % 4 != 0).then(|| (60_000 + (value % 100_000) as i64, value % 2 == 0))
+            };
+            let v = ListingView {
+                bounds: TimeBounds {
+                    lower: bound(next()),
+                    upper: bound(next()),
+                },
+                granularity_ms: if next() % 2 == 0 { 1 } else { 1_000 },
+                shows_deleted: next() % 2 == 0,
+            };
+            let expected = brute(&data, &v);
+            let (listed, _) = data.list(&v, 0, 10_000);
+            assert_eq!(listed.iter().map(|s| s.index).collect::<Vec<_>>(), expected);
+            for offset in 0..=expected.len() {
+                assert_eq!(
+                    data.index_at(&v, offset as u64),
+                    expected.get(offset).copied()
+                );
+            }
+        }
     }
 
     #[test]
