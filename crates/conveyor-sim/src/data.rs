@@ -400,7 +400,8 @@ mod tests {
                 }
             }
             let bound = |value: u64| {
-                (value % 4 != 0).then(|| (60_000 + (value % 100_000) as i64, value % 2 == 0))
+                (!value.is_multiple_of(4))
+                    .then(|| (60_000 + (value % 100_000) as i64, value.is_multiple_of(2)))
             };
             let v = ListingView {
                 bounds: TimeBounds {
