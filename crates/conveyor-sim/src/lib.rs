@@ -230,7 +230,13 @@ impl Sim {
                 }
             }
         }
-        tracing::debug!(entity = %entity, created = report.created.len(), updated = report.updated.len(), deleted = report.deleted.len(), "records changed");
+        tracing::debug!(
+            entity = %entity,
+            created = report.created.len(),
+            updated = report.updated.len(),
+            deleted = report.deleted.len(),
+            "records changed"
+        );
         report
     }
 
@@ -337,7 +343,11 @@ pub async fn serve_sim(
     let _ = sim.base_url.set(format!("http://{address}"));
     let churn =
         (sim.config.churn_per_second > 0.0).then(|| tokio::spawn(server::churn(Arc::clone(&sim))));
-    tracing::info!(%address, records_per_entity = sim.config.records_per_entity, "simulator listening");
+    tracing::info!(
+        %address,
+        records_per_entity = sim.config.records_per_entity,
+        "simulator listening"
+    );
     let result = server::run(listener, Arc::clone(&sim), shutdown).await;
     if let Some(churn) = churn {
         churn.abort();
