@@ -352,13 +352,17 @@ async fn fetch_loop<T>(
     let mut blocking: Option<BlockingConnection> = None;
     let mut failures = 0u32;
     loop {
+        // Wait until at least half a batch has room: fetching a few jobs whenever one slot
+        // frees up would spend a script call per handful of jobs. The buffer still holds the
+        // other half meanwhile, so the worker never starves.
+        let low_water = (batch / 2).max(1) as u32;
         let permit = tokio::select! {
-            permit = credits.acquire() => permit,
+            permit = credits.acquire_many(low_water) => permit,
             () = stop.cancelled() => return,
         };
         let Ok(permit) = permit else { return };
         permit.forget();
-        let mut wanted = 1;
+        let mut wanted = low_water as usize;
         while wanted < batch {
             match credits.try_acquire() {
                 Ok(permit) => {

@@ -171,11 +171,13 @@ if popped then
   local leases = {}
   for _, id in ipairs(popped) do
     local key = job_key(id)
-    local job = redis.call('HMGET', key, 'payload', 'max_attempts', 'token')
+    local job = redis.call('HMGET', key, 'payload', 'max_attempts', 'token', 'attempts')
     if job[1] then
-      local attempt = redis.call('HINCRBY', key, 'attempts', 1)
+      -- Every delivery is an attempt, counted here, so a crash cannot hide one.
+      local attempt = tonumber(job[4]) + 1
       local token = tonumber(job[3]) + 1
-      redis.call('HSET', key, 'state', 'running', 'worker', worker, 'started_at', now, 'token', token)
+      redis.call('HSET', key, 'state', 'running', 'worker', worker, 'started_at', now,
+                 'token', token, 'attempts', attempt)
       leases[#leases + 1] = expires
       leases[#leases + 1] = id
       out[#out + 1] = id
@@ -208,7 +210,8 @@ for i = 0, n - 1 do
   local id, token, outcome = ARGV[b], ARGV[b + 1], ARGV[b + 2]
   local delay, kind, message = tonumber(ARGV[b + 3]), ARGV[b + 4], ARGV[b + 5]
   local key = job_key(id)
-  local job = redis.call('HMGET', key, 'state', 'token', 'attempts', 'max_attempts', 'unique_key')
+  local job = redis.call('HMGET', key, 'state', 'token', 'attempts', 'max_attempts', 'unique_key',
+                        'last_error_kind')
   if job[1] ~= 'running' or job[2] ~= token then
     out[#out + 1] = 0
   else
@@ -218,7 +221,7 @@ for i = 0, n - 1 do
       redis.call('HSET', key, 'state', 'succeeded', 'finished_at', now)
       free_unique(id, job[5])
       redis.call('EXPIRE', key, ttl)
-      redis.call('EXPIRE', errors_key(id), ttl)
+      if job[6] then redis.call('EXPIRE', errors_key(id), ttl) end
       out[#out + 1] = 1
     elseif outcome == 'retry' or outcome == 'abort' then
       record_error(id, now, attempts, kind, message)
