@@ -27,8 +27,16 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Ranges: `changed_after` is exclusive and `changed_until` inclusive, compared at the source's
+//! granularity (Maximo: seconds; others: milliseconds); a bound finer than that is rounded so
+//! nothing inside the range is missed (a few records may come twice; writes are idempotent).
+//! Each page carries a [`ResumeToken`] for the page after it; a crawl started with that token and
+//! the same range continues there. A failed request is retried in-process a few times
+//! ([`RetryPolicy`]) before its error is returned.
+//!
 //! Errors are a [`ConnectorError`] classified by what the sync engine does next
-//! ([`ConnectorError::is_retryable`]). [`validate`] checks a connection without any network call.
+//! ([`ConnectorError::is_retryable`]). [`validate`] checks a connection without any network call;
+//! [`Connector::probe`] checks that a system answers and accepts the credentials.
 //!
 //! Architecture invariant: this crate knows nothing of Redis, apalis or the sync engine; it reads
 //! pages and hands them on.

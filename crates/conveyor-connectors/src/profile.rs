@@ -3,7 +3,7 @@
 //! response, and how errors are spelled.
 //!
 //! Everything here is pure (no IO), so each profile's request and page shapes are tested
-//! directly, and the crawl loop in [`crate::crawl`] stays the same for every profile.
+//! directly, and the crawl loop ([`crate::Crawl`]) stays the same for every profile.
 
 use chrono::{DateTime, FixedOffset, Utc};
 use conveyor_core::{Entity, ProfileKind};
