@@ -88,7 +88,13 @@ fn worker_waits_for_redis_logs_ready_and_exits_on_sigterm() {
     redis.stop();
     let mut worker = Spawned::start(
         "conveyor-worker",
-        &env(&[("CONVEYOR_REDIS_URL", redis.url())]),
+        &env(&[
+            ("CONVEYOR_REDIS_URL", redis.url()),
+            (
+                "CONVEYOR_ENCRYPTION_KEYS",
+                "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into(),
+            ),
+        ]),
     )
     .unwrap();
     worker.wait_for_output("Redis unavailable", Duration::from_secs(30));

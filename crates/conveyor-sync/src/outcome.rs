@@ -10,11 +10,16 @@
 //! | malformed page | retry with backoff | unchanged | often a truncated response; dead-lettered if it persists |
 //! | configuration (404 entity path, bad filter) | abort | unchanged | retrying cannot help |
 //! | Conveyor's own storage unavailable | retry with backoff | unchanged | not the source's fault |
+//! | the job's connection or entity is gone | abort | unchanged | nothing to sync |
+//! | credentials cannot be decrypted (key missing) | abort | unchanged | needs the key configured |
+//! | stored data unreadable, or refused by the store | abort | unchanged | a bug or corruption: tell a human |
 
 use std::time::Duration;
 
 use conveyor_connectors::ConnectorError;
 use conveyor_core::ConnectionStatus;
+use conveyor_queue::JobError;
+use conveyor_store::StoreError;
 
 /// What the queue should do with the job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +98,38 @@ impl Failure {
             status: StatusEffect::Unchanged,
             code: "storage_unavailable",
             message: message.into(),
+        }
+    }
+
+    /// Classifies a failure of the store: Redis unavailable is retried; anything else
+    /// (a missing connection, undecryptable credentials, corrupt or refused data) cannot be
+    /// fixed by retrying.
+    pub fn from_store(err: &StoreError) -> Failure {
+        let message = err.to_string();
+        match err {
+            StoreError::NotFound { .. } => Failure::invalid_job(message),
+            StoreError::Crypto { .. } => Failure {
+                decision: Decision::Abort,
+                status: StatusEffect::Unchanged,
+                code: "credentials_unreadable",
+                message,
+            },
+            err if err.is_retryable() => Failure::storage(message),
+            _ => Failure {
+                decision: Decision::Abort,
+                status: StatusEffect::Unchanged,
+                code: "storage_refused",
+                message,
+            },
+        }
+    }
+
+    /// The queue outcome of this failure, with its code as the recorded error kind.
+    pub fn to_job_error(&self) -> JobError {
+        match self.decision {
+            Decision::Retry => JobError::retry(self.message.clone()).with_kind(self.code),
+            Decision::Snooze(delay) => JobError::snooze(delay.max(crate::engine::MIN_SNOOZE)),
+            Decision::Abort => JobError::abort(self.message.clone()).with_kind(self.code),
         }
     }
 

@@ -2,13 +2,28 @@
 //!
 //! Workers are stateless; any number run side by side on any number of machines. The binary only
 //! reads [`Config`] and calls [`run`].
+//!
+//! [`run`] waits for Redis, builds the shared parts (the store, the queues, one HTTP client for
+//! every source) and starts one task per job kind (see [`jobs`]) under a small supervisor: when
+//! shutdown trips every kind stops fetching and drains; when one kind fails, the others are
+//! told to stop too, and the error is returned, so the process exits non-zero and its
+//! orchestrator restarts it.
 
 pub mod config;
+mod jobs;
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use backon::{BackoffBuilder, ExponentialBuilder};
+use conveyor_connectors::RetryPolicy;
+use conveyor_core::SyncJob;
+use conveyor_core::job::SYNC_QUEUE;
+use conveyor_queue::{BackoffPolicy, Queue, QueueConfig, WorkerOptions};
 use conveyor_runtime::{RedisLink, Shutdown};
+use conveyor_store::{Store, StoreConfig};
+use conveyor_sync::{EngineSettings, PermitSettings, SyncEngine};
+use tokio::task::JoinSet;
 
 pub use config::Config;
 
@@ -22,10 +37,89 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         tracing::info!("shutdown before Redis became reachable");
         return Ok(());
     }
-    tracing::info!(concurrency = config.concurrency, "conveyor-worker ready");
-    shutdown.cancelled().await;
+
+    let mut store_config = StoreConfig::from_keys(config.encryption_keys.clone())
+        .context("CONVEYOR_ENCRYPTION_KEYS")?;
+    store_config.permits_per_connection = config.source_concurrency;
+    let store = Store::new(
+        redis.get().await.context("connecting the store to Redis")?,
+        store_config,
+    )
+    .context("building the store")?;
+    let sync_queue =
+        Queue::<SyncJob>::connect(&config.common.redis_url, queue_config(&config, SYNC_QUEUE))
+            .await
+            .context("connecting the sync queue")?;
+    let engine = SyncEngine::new(
+        store,
+        reqwest::Client::new(),
+        EngineSettings {
+            permits: PermitSettings {
+                limit: Some(config.source_concurrency),
+                ttl: config.permit_ttl,
+            },
+            retry_policy: RetryPolicy {
+                max_retries: config.source_retries,
+                ..RetryPolicy::default()
+            },
+        },
+    );
+    let options = WorkerOptions {
+        concurrency: config.concurrency,
+        shutdown_deadline: config.shutdown_deadline,
+    };
+
+    // The supervisor: one task per job kind.
+    let mut kinds = JoinSet::new();
+    kinds.spawn(named(
+        SYNC_QUEUE,
+        jobs::sync::run(sync_queue, engine, options, shutdown.clone()),
+    ));
+    tracing::info!(
+        concurrency = config.concurrency,
+        source_concurrency = config.source_concurrency,
+        queues = SYNC_QUEUE,
+        "conveyor-worker ready"
+    );
+    let mut first_error = None;
+    while let Some(joined) = kinds.join_next().await {
+        let (kind, result) = match joined {
+            Ok(done) => done,
+            Err(err) => (
+                "(panicked)",
+                Err(anyhow::anyhow!("job kind task failed: {err}")),
+            ),
+        };
+        if let Err(err) = result {
+            tracing::error!(queue = kind, error = %err, "job kind stopped with an error; stopping the worker");
+            shutdown.trigger();
+            first_error.get_or_insert(err.context(format!("serving queue {kind}")));
+        }
+    }
     tracing::info!("conveyor-worker stopped");
-    Ok(())
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Tags a job kind's future with its queue name for the supervisor's log.
+async fn named(
+    kind: &'static str,
+    future: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> (&'static str, anyhow::Result<()>) {
+    (kind, future.await)
+}
+
+/// The queue settings every worker of the fleet shares.
+fn queue_config(config: &Config, name: &str) -> QueueConfig {
+    QueueConfig {
+        lease: config.lease,
+        max_attempts: config.max_attempts,
+        backoff: BackoffPolicy {
+            base: config.backoff_base,
+            cap: config.backoff_cap,
+            ..BackoffPolicy::default()
+        },
+        ..QueueConfig::new(name)
+    }
 }
 
 /// Returns true once Redis answers PING, false if shutdown trips first.
