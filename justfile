@@ -40,5 +40,5 @@ bench: setup bench-queue
 # Queue benchmark: conveyor-queue vs apalis-redis vs BullMQ on one redis-server; writes bench/results/queue.json and prints the table.
 bench-queue JOBS="100000": setup
     cargo build --release -p conveyor-bench
-    cd bench/node && npm ci --no-audit --no-fund --loglevel=error
+    cd bench/node && npm install --no-audit --no-fund --loglevel=error
     target/release/bench-queue --jobs {{JOBS}}

@@ -63,6 +63,44 @@ impl Machine {
     }
 }
 
+/// The commit of the checkout the benchmark was built from, and whether the code under test
+/// had uncommitted changes (the workspace is shared while it is being written).
+#[derive(Debug, Clone, Serialize)]
+pub struct Checkout {
+    /// `git rev-parse HEAD`.
+    pub commit: Option<String>,
+    /// Paths (from `paths`) with uncommitted changes.
+    pub uncommitted: Vec<String>,
+}
+
+impl Checkout {
+    /// Reads the checkout holding this package; `paths` are relative to the workspace root.
+    pub fn describe(paths: &[&str]) -> Checkout {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let git = |args: &[&str]| {
+            Command::new("git")
+                .current_dir(&root)
+                .args(args)
+                .output()
+                .ok()
+                .filter(|output| output.status.success())
+                .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        };
+        let mut status_args = vec!["status", "--porcelain", "--"];
+        status_args.extend_from_slice(paths);
+        let uncommitted = git(&status_args)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.get(3..))
+            .map(str::to_owned)
+            .collect();
+        Checkout {
+            commit: git(&["rev-parse", "HEAD"]),
+            uncommitted,
+        }
+    }
+}
+
 /// The `redis_version` field of an INFO server reply.
 pub fn redis_version(connection: &mut redis::Connection) -> Option<String> {
     let info: String = redis::cmd("INFO").arg("server").query(connection).ok()?;

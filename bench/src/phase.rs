@@ -24,6 +24,9 @@ pub struct PhaseReport {
     pub seconds: f64,
     /// Peak resident set size of the child process (VmHWM), in MiB.
     pub peak_rss_mib: Option<f64>,
+    /// CPU time (user + system, all threads) the child used during the work, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds: Option<f64>,
     /// Pushes in flight at once, for a one-at-a-time push.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_flight: Option<usize>,
@@ -69,6 +72,41 @@ pub fn peak_rss_mib() -> Option<f64> {
         .parse()
         .ok()?;
     Some(kib / 1024.0)
+}
+
+/// CPU time this process has used so far (user + system, all threads), in seconds.
+pub fn cpu_seconds() -> Option<f64> {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).ok()?;
+    let seconds =
+        |time: nix::sys::time::TimeVal| time.tv_sec() as f64 + time.tv_usec() as f64 / 1_000_000.0;
+    Some(seconds(usage.user_time()) + seconds(usage.system_time()))
+}
+
+/// Wall and CPU time of the work a child measures.
+#[derive(Debug, Clone, Copy)]
+pub struct Stopwatch {
+    started: std::time::Instant,
+    cpu_at_start: Option<f64>,
+}
+
+impl Stopwatch {
+    /// Starts timing now.
+    pub fn start() -> Stopwatch {
+        Stopwatch {
+            started: std::time::Instant::now(),
+            cpu_at_start: cpu_seconds(),
+        }
+    }
+
+    /// Wall seconds and CPU seconds since [`start`](Self::start).
+    pub fn stop(&self) -> (f64, Option<f64>) {
+        let wall = self.started.elapsed().as_secs_f64();
+        let cpu = match (self.cpu_at_start, cpu_seconds()) {
+            (Some(start), Some(now)) => Some(now - start),
+            _ => None,
+        };
+        (wall, cpu)
+    }
 }
 
 /// Prints `report` as the child's last line of stdout.
@@ -149,6 +187,22 @@ mod tests {
         command.args(["-c", "exit 3"]);
         let err = run_child(command, Duration::from_secs(10), "sh", "drain").unwrap_err();
         assert!(err.to_string().contains("exit status: 3"), "{err}");
+    }
+
+    #[test]
+    fn measures_its_own_cpu_time() {
+        let stopwatch = Stopwatch::start();
+        let mut sum = 0u64;
+        for n in 0..5_000_000u64 {
+            sum = sum.wrapping_add(n * n);
+        }
+        std::hint::black_box(sum);
+        let (wall, cpu) = stopwatch.stop();
+        let cpu = cpu.expect("getrusage works on Linux");
+        assert!(
+            wall > 0.0 && cpu > 0.0 && cpu < wall + 1.0,
+            "wall {wall}, cpu {cpu}"
+        );
     }
 
     #[test]

@@ -13,12 +13,15 @@ use std::collections::BTreeMap;
 const HARNESS_COMMANDS: &[&str] = &["info", "config|resetstat", "monitor", "echo"];
 
 /// The counters read after a phase.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ServerCounters {
     /// Calls per command (subcommands spelled `config|get`), the harness's own left out.
     pub commands: BTreeMap<String, u64>,
     /// `total_reads_processed`: socket reads from clients, less the harness's INFO.
     pub reads: u64,
+    /// CPU seconds the server has used since it started (`used_cpu_user` + `used_cpu_sys`);
+    /// RESETSTAT does not reset it, so a phase's share is the difference of two readings.
+    pub cpu_seconds: f64,
 }
 
 impl ServerCounters {
@@ -40,11 +43,18 @@ pub fn read(connection: &mut redis::Connection) -> Result<ServerCounters, redis:
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .arg("stats")
+        .arg("cpu")
         .query(connection)?;
     Ok(parse_info(&info))
 }
 
-/// Parses the `commandstats` and `stats` sections of an INFO reply.
+/// The server's CPU seconds so far, read before a phase.
+pub fn cpu_seconds(connection: &mut redis::Connection) -> Result<f64, redis::RedisError> {
+    let info: String = redis::cmd("INFO").arg("cpu").query(connection)?;
+    Ok(parse_info(&info).cpu_seconds)
+}
+
+/// Parses the `commandstats`, `stats` and `cpu` sections of an INFO reply.
 pub fn parse_info(info: &str) -> ServerCounters {
     let mut counters = ServerCounters::default();
     for line in info.lines() {
@@ -62,6 +72,11 @@ pub fn parse_info(info: &str) -> ServerCounters {
             if let Some(calls) = calls {
                 counters.commands.insert(name.to_owned(), calls);
             }
+        } else if let Some(seconds) = line
+            .strip_prefix("used_cpu_user:")
+            .or_else(|| line.strip_prefix("used_cpu_sys:"))
+        {
+            counters.cpu_seconds += seconds.trim().parse::<f64>().unwrap_or(0.0);
         } else if let Some(reads) = line.strip_prefix("total_reads_processed:") {
             // The read that carried this INFO is the harness's, not the system's.
             counters.reads = reads.trim().parse::<u64>().unwrap_or(0).saturating_sub(1);
@@ -83,7 +98,11 @@ mod tests {
             cmdstat_config|resetstat:calls=1,usec=84,usec_per_call=84.00,rejected_calls=0,failed_calls=0\r\n\
             # Stats\r\n\
             total_commands_processed:480937\r\n\
-            total_reads_processed:1478\r\n";
+            total_reads_processed:1478\r\n\
+            # CPU\r\n\
+            used_cpu_sys:1.500000\r\n\
+            used_cpu_user:2.250000\r\n\
+            used_cpu_sys_children:9.000000\r\n";
         let counters = parse_info(info);
         assert_eq!(
             counters.commands,
@@ -94,5 +113,6 @@ mod tests {
         );
         assert_eq!(counters.total_commands(), 20100);
         assert_eq!(counters.reads, 1477);
+        assert_eq!(counters.cpu_seconds, 3.75);
     }
 }

@@ -3,7 +3,6 @@
 //! through apalis's `TaskSink` and drained by an apalis 1.0 worker.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use apalis::layers::WorkerBuilderExt;
 use apalis_core::backend::TaskSink;
@@ -17,7 +16,7 @@ use redis::AsyncCommands;
 use super::child::{ChildArgs, JobNumbers, NoOpJob, Progress, STALL_LIMIT};
 use crate::BenchError;
 use crate::machine::locked_version;
-use crate::phase::PhaseReport;
+use crate::phase::{PhaseReport, Stopwatch};
 
 async fn storage(url: &str) -> Result<RedisStorage<NoOpJob>, BenchError> {
     let connection = apalis_redis::connect(url)
@@ -26,10 +25,11 @@ async fn storage(url: &str) -> Result<RedisStorage<NoOpJob>, BenchError> {
     Ok(RedisStorage::new(connection))
 }
 
-fn report(args: &ChildArgs, seconds: f64) -> PhaseReport {
+fn report(args: &ChildArgs, (seconds, cpu_seconds): (f64, Option<f64>)) -> PhaseReport {
     PhaseReport {
         jobs: args.jobs,
         seconds,
+        cpu_seconds,
         version: locked_version("apalis-redis"),
         ..PhaseReport::default()
     }
@@ -39,7 +39,7 @@ fn report(args: &ChildArgs, seconds: f64) -> PhaseReport {
 pub(crate) async fn push(args: &ChildArgs) -> Result<PhaseReport, BenchError> {
     let storage = storage(&args.url).await?;
     let numbers = Arc::new(JobNumbers::new(args.jobs));
-    let started = Instant::now();
+    let stopwatch = Stopwatch::start();
     let mut pushers = tokio::task::JoinSet::new();
     for _ in 0..args.in_flight {
         let mut storage = storage.clone();
@@ -62,7 +62,7 @@ pub(crate) async fn push(args: &ChildArgs) -> Result<PhaseReport, BenchError> {
             Err(err) => error = error.or(Some(format!("a pusher panicked: {err}"))),
         }
     }
-    let mut report = report(args, started.elapsed().as_secs_f64());
+    let mut report = report(args, stopwatch.stop());
     report.in_flight = Some(args.in_flight);
     report.error = error;
     Ok(report)
@@ -71,7 +71,7 @@ pub(crate) async fn push(args: &ChildArgs) -> Result<PhaseReport, BenchError> {
 /// Pushes `jobs` jobs in `push_bulk` calls of `chunk` jobs.
 pub(crate) async fn push_bulk(args: &ChildArgs) -> Result<PhaseReport, BenchError> {
     let mut storage = storage(&args.url).await?;
-    let started = Instant::now();
+    let stopwatch = Stopwatch::start();
     let mut error = None;
     let mut first = 0;
     while first < args.jobs {
@@ -83,7 +83,7 @@ pub(crate) async fn push_bulk(args: &ChildArgs) -> Result<PhaseReport, BenchErro
         }
         first = last;
     }
-    let mut report = report(args, started.elapsed().as_secs_f64());
+    let mut report = report(args, stopwatch.stop());
     report.chunk = Some(args.chunk);
     report.error = error;
     Ok(report)
@@ -95,7 +95,7 @@ pub(crate) async fn drain(args: &ChildArgs) -> Result<PhaseReport, BenchError> {
     let config = storage.get_config().clone();
     let progress = Arc::new(Progress::new(args.jobs));
     let handler_progress = Arc::clone(&progress);
-    let started = Instant::now();
+    let stopwatch = Stopwatch::start();
     // A fresh name per worker: apalis-redis refuses a name that was registered recently.
     let name = format!("conveyor-bench-apalis-redis-{}", ulid::Ulid::new());
     let worker = WorkerBuilder::new(name.as_str())
@@ -122,9 +122,9 @@ pub(crate) async fn drain(args: &ChildArgs) -> Result<PhaseReport, BenchError> {
             }
         })
         .await;
-    let seconds = started.elapsed().as_secs_f64();
+    let timing = stopwatch.stop();
 
-    let mut report = report(args, seconds);
+    let mut report = report(args, timing);
     report.concurrency = Some(args.concurrency);
     report.fetch_batch = Some(config.batch_size);
     report.handled = Some(progress.handled());

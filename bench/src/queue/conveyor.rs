@@ -13,7 +13,7 @@ use conveyor_queue::{
 use super::child::{ChildArgs, JobNumbers, NoOpJob, Progress, STALL_LIMIT};
 use crate::BenchError;
 use crate::machine::locked_version;
-use crate::phase::PhaseReport;
+use crate::phase::{PhaseReport, Stopwatch};
 
 /// The benchmark's queue name.
 const QUEUE_NAME: &str = "bench";
@@ -36,10 +36,11 @@ async fn queue(args: &ChildArgs) -> Result<Queue<NoOpJob>, BenchError> {
         .map_err(|err| BenchError::System(format!("conveyor-queue could not connect: {err}")))
 }
 
-fn report(args: &ChildArgs, seconds: f64) -> PhaseReport {
+fn report(args: &ChildArgs, (seconds, cpu_seconds): (f64, Option<f64>)) -> PhaseReport {
     PhaseReport {
         jobs: args.jobs,
         seconds,
+        cpu_seconds,
         version: locked_version("conveyor-queue"),
         ..PhaseReport::default()
     }
@@ -49,7 +50,7 @@ fn report(args: &ChildArgs, seconds: f64) -> PhaseReport {
 pub(crate) async fn push(args: &ChildArgs) -> Result<PhaseReport, BenchError> {
     let queue = queue(args).await?;
     let numbers = Arc::new(JobNumbers::new(args.jobs));
-    let started = Instant::now();
+    let stopwatch = Stopwatch::start();
     let mut pushers = tokio::task::JoinSet::new();
     for _ in 0..args.in_flight {
         let queue = queue.clone();
@@ -72,7 +73,7 @@ pub(crate) async fn push(args: &ChildArgs) -> Result<PhaseReport, BenchError> {
             Err(err) => error = error.or(Some(format!("a pusher panicked: {err}"))),
         }
     }
-    let mut report = report(args, started.elapsed().as_secs_f64());
+    let mut report = report(args, stopwatch.stop());
     report.in_flight = Some(args.in_flight);
     report.error = error;
     Ok(report)
@@ -81,7 +82,7 @@ pub(crate) async fn push(args: &ChildArgs) -> Result<PhaseReport, BenchError> {
 /// Pushes `jobs` jobs in `push_bulk` calls of `chunk` jobs.
 pub(crate) async fn push_bulk(args: &ChildArgs) -> Result<PhaseReport, BenchError> {
     let queue = queue(args).await?;
-    let started = Instant::now();
+    let stopwatch = Stopwatch::start();
     let mut error = None;
     let mut first = 0;
     while first < args.jobs {
@@ -93,7 +94,7 @@ pub(crate) async fn push_bulk(args: &ChildArgs) -> Result<PhaseReport, BenchErro
         }
         first = last;
     }
-    let mut report = report(args, started.elapsed().as_secs_f64());
+    let mut report = report(args, stopwatch.stop());
     report.chunk = Some(args.chunk);
     report.error = error;
     Ok(report)
@@ -123,7 +124,7 @@ pub(crate) async fn drain(args: &ChildArgs) -> Result<PhaseReport, BenchError> {
         concurrency: args.concurrency,
         shutdown_deadline: Duration::from_secs(10),
     };
-    let started = Instant::now();
+    let stopwatch = Stopwatch::start();
     let outcome = run_worker(queue.clone(), options, handler, shutdown).await;
     // Outcomes are committed in the background; the drain is over when none is pending.
     let commit_deadline = Instant::now() + COMMIT_WAIT;
@@ -135,9 +136,9 @@ pub(crate) async fn drain(args: &ChildArgs) -> Result<PhaseReport, BenchError> {
         tokio::time::sleep(Duration::from_millis(1)).await;
         stats = queue.stats().await;
     }
-    let seconds = started.elapsed().as_secs_f64();
+    let timing = stopwatch.stop();
 
-    let mut report = report(args, seconds);
+    let mut report = report(args, timing);
     report.concurrency = Some(args.concurrency);
     report.fetch_batch = Some(queue.config().fetch_batch);
     report.handled = Some(progress.handled());

@@ -38,7 +38,7 @@ pub use results::{
 pub use table::markdown;
 
 use crate::BenchError;
-use crate::machine::{Machine, redis_version};
+use crate::machine::{Checkout, Machine, redis_version};
 use crate::monitor::Monitor;
 use crate::phase::{PhaseReport, peak_rss_mib, run_child};
 use crate::redis_counters;
@@ -105,7 +105,7 @@ impl System {
         match self {
             System::Conveyor => 64,
             System::ApalisRedis => 100,
-            System::BullMq => 100,
+            System::BullMq => 50,
         }
     }
 }
@@ -239,6 +239,7 @@ pub fn run(settings: &Settings) -> Result<QueueResults, BenchError> {
                      MONITOR pass of counting_pass_jobs jobs",
         },
         machine: Machine::describe(redis_version(&mut harness.connection)),
+        checkout: Checkout::describe(&["crates/conveyor-queue", "bench", "Cargo.lock"]),
         finished_at_unix: 0,
     };
     for system in &settings.systems {
@@ -319,6 +320,7 @@ impl<'a> Harness<'a> {
             self.flush()?;
         }
         redis_counters::reset(&mut self.connection)?;
+        let redis_cpu_before = redis_counters::cpu_seconds(&mut self.connection)?;
         let monitor = match monitor {
             true => Some(Monitor::start(self.server.port())?),
             false => None,
@@ -335,8 +337,12 @@ impl<'a> Harness<'a> {
             None => None,
         };
         let report = report?;
-        let counters = redis_counters::read(&mut self.connection)?;
-        let mut result = PhaseResult::new(report, counters);
+        let mut counters = redis_counters::read(&mut self.connection)?;
+        // The harness's own reads: INFO cpu before the phase, and MONITOR and ECHO if counted.
+        let harness_reads = if counted.is_some() { 3 } else { 1 };
+        counters.reads = counters.reads.saturating_sub(harness_reads);
+        let redis_cpu = counters.cpu_seconds - redis_cpu_before;
+        let mut result = PhaseResult::new(report, counters, redis_cpu);
         if let Some(counted) = counted
             && result.report.error.is_none()
         {

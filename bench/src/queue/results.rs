@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::System;
-use crate::machine::Machine;
+use crate::machine::{Checkout, Machine};
 use crate::monitor::ClientCommands;
 use crate::phase::PhaseReport;
 use crate::redis_counters::ServerCounters;
@@ -28,6 +28,10 @@ pub struct PhaseResult {
     pub redis_cmds_per_job: f64,
     /// Socket reads from clients per job (pipelined commands arriving together are one read).
     pub redis_reads_per_job: f64,
+    /// redis-server CPU time per job, in microseconds.
+    pub redis_cpu_us_per_job: f64,
+    /// The child's own CPU time per job, in microseconds.
+    pub process_cpu_us_per_job: Option<f64>,
     /// Calls per command during the phase, as INFO commandstats counts them.
     pub redis_commands: BTreeMap<String, u64>,
     /// Commands clients sent per job (not counting those run inside scripts), from the
@@ -40,8 +44,17 @@ pub struct PhaseResult {
 }
 
 impl PhaseResult {
-    pub(crate) fn new(mut report: PhaseReport, counters: ServerCounters) -> PhaseResult {
+    /// `redis_cpu_seconds` is the server's CPU time during the phase.
+    pub(crate) fn new(
+        mut report: PhaseReport,
+        counters: ServerCounters,
+        redis_cpu_seconds: f64,
+    ) -> PhaseResult {
         let jobs = report.jobs.max(1) as f64;
+        let process_cpu_us_per_job = report
+            .cpu_seconds
+            .map(|seconds| round(seconds * 1e6 / jobs, 2));
+        report.cpu_seconds = report.cpu_seconds.map(|seconds| round(seconds, 3));
         let per_s = report.per_second().map(|rate| round(rate, 0));
         report.seconds = round(report.seconds, 3);
         report.peak_rss_mib = report.peak_rss_mib.map(|mib| round(mib, 1));
@@ -49,6 +62,8 @@ impl PhaseResult {
             per_s,
             redis_cmds_per_job: round(counters.total_commands() as f64 / jobs, 3),
             redis_reads_per_job: round(counters.reads as f64 / jobs, 3),
+            redis_cpu_us_per_job: round(redis_cpu_seconds * 1e6 / jobs, 2),
+            process_cpu_us_per_job,
             redis_commands: counters.commands,
             client_cmds_per_job: None,
             client_commands: None,
@@ -107,6 +122,10 @@ pub struct SystemResult {
     /// Commands clients sent per job (at most one round trip each), per phase, from the
     /// counting pass.
     pub client_cmds_per_job: PerPhase,
+    /// redis-server CPU time per job (µs), per phase.
+    pub redis_cpu_us_per_job: PerPhase,
+    /// The pushing or draining process's own CPU time per job (µs), per phase.
+    pub process_cpu_us_per_job: PerPhase,
     /// Peak RSS of the draining worker process (MiB).
     pub peak_rss_mib: Option<f64>,
     /// The drain's per-job figures and memory come from the small-backlog drain, because the
@@ -176,6 +195,8 @@ impl SystemResult {
             drain_per_s: phases.drain.as_ref().and_then(|p| p.per_s),
             redis_cmds_per_job: per_phase(|p| Some(p.redis_cmds_per_job)),
             client_cmds_per_job: per_phase(|p| p.client_cmds_per_job),
+            redis_cpu_us_per_job: per_phase(|p| Some(p.redis_cpu_us_per_job)),
+            process_cpu_us_per_job: per_phase(|p| p.process_cpu_us_per_job),
             peak_rss_mib: drain_figures.as_ref().and_then(|p| p.report.peak_rss_mib),
             drain_figures_from_small_backlog,
             error,
@@ -254,6 +275,8 @@ pub struct QueueResults {
     pub settings: RunSettings,
     /// What it ran on.
     pub machine: Machine,
+    /// The code it ran: the commit, and uncommitted changes to the systems' code, if any.
+    pub checkout: Checkout,
     /// Seconds since the Unix epoch when the run finished.
     pub finished_at_unix: u64,
 }
@@ -318,10 +341,12 @@ mod tests {
         let counters = ServerCounters {
             commands: BTreeMap::from([("evalsha".to_owned(), 10), ("hset".to_owned(), 2000)]),
             reads: 10,
+            cpu_seconds: 100.0,
         };
-        let result = PhaseResult::new(report, counters);
+        let result = PhaseResult::new(report, counters, 0.25);
         assert_eq!(result.per_s, Some(2000.0));
         assert_eq!(result.redis_cmds_per_job, 2.01);
         assert_eq!(result.redis_reads_per_job, 0.01);
+        assert_eq!(result.redis_cpu_us_per_job, 250.0);
     }
 }

@@ -124,6 +124,19 @@ pub fn markdown(results: &QueueResults) -> String {
         "client commands (≥ round trips) per job: push / bulk / drain",
         &|s| per_job(&s.client_cmds_per_job),
     );
+    row(
+        &mut out,
+        "drain CPU per job (µs): redis-server / worker process",
+        &|s| {
+            let one =
+                |value: Option<f64>| value.map_or_else(|| "–".to_owned(), |v| format!("{v:.1}"));
+            format!(
+                "{} / {}",
+                one(s.redis_cpu_us_per_job.drain),
+                one(s.process_cpu_us_per_job.drain)
+            )
+        },
+    );
     row(&mut out, "peak RSS of the draining worker (MiB)", &|s| {
         s.peak_rss_mib
             .or_else(|| s.drain_at_small_backlog.as_ref()?.report.peak_rss_mib)
