@@ -17,9 +17,17 @@ use conveyor_bench::BenchError;
 use conveyor_bench::phase::print_report;
 use conveyor_bench::queue::{self, ChildArgs, Settings, System};
 
+const USAGE: &str = "usage: bench-queue [--jobs N] [--out FILE] [--table FILE] \
+    [--only conveyor,apalis-redis,bullmq] [--count-jobs N] [--small-backlog N] \
+    [--unbatched-jobs N] [--concurrency SYSTEM=N ...]";
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = match args.first().map(String::as_str) {
+        Some("--help" | "-h") => {
+            println!("{USAGE}");
+            Ok(())
+        }
         Some("child") => child(&args[1..]),
         _ => harness(&args),
     };
@@ -46,13 +54,7 @@ fn harness(args: &[String]) -> Result<(), BenchError> {
     let mut settings = Settings::new(100_000);
     let mut out = results_dir().join("queue.json");
     let mut table_out = results_dir().join("queue.md");
-    let usage = |detail: String| {
-        BenchError::Usage(format!(
-            "{detail}; usage: bench-queue [--jobs N] [--out FILE] [--table FILE] \
-             [--only SYSTEM,...] [--count-jobs N] [--small-backlog N] [--unbatched-jobs N] \
-             [--concurrency SYSTEM=N]"
-        ))
-    };
+    let usage = |detail: String| BenchError::Usage(format!("{detail}\n{USAGE}"));
     let number = |name: &str, value: &str| {
         value
             .replace('_', "")
