@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::QueueError;
 use crate::job::{JobDetail, millis_to_time};
-use crate::queue::Queue;
+use crate::queue::{Queue, split_attempts};
 use crate::scripts::{DEAD_PURGE_SCRIPT, DEAD_RETRY_SCRIPT};
 
 /// Dead jobs retried or purged per script call.
@@ -116,14 +116,15 @@ impl<T> Queue<T> {
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.cmd("HGETALL").arg(keys.job(id));
+            pipe.cmd("HGET").arg(&keys.attempts).arg(id);
         }
-        let records: Vec<HashMap<String, String>> = if ids.is_empty() {
+        let records: Vec<(HashMap<String, String>, Option<String>)> = if ids.is_empty() {
             Vec::new()
         } else {
             pipe.query_async(&mut self.conn()).await?
         };
         let mut jobs = Vec::with_capacity(ids.len());
-        for (id, fields) in ids.iter().zip(records) {
+        for (id, (fields, attempts)) in ids.iter().zip(records) {
             let Ok(job_id) = id.parse() else {
                 tracing::warn!(job_id = %id, "skipping a dead entry with an unreadable id");
                 continue;
@@ -137,7 +138,11 @@ impl<T> Queue<T> {
             jobs.push(DeadJob {
                 job_id,
                 dead_at: millis_to_time(number("dead_at")),
-                attempts: number("attempts").max(0) as u32,
+                attempts: attempts
+                    .as_deref()
+                    .and_then(split_attempts)
+                    .map(|(attempts, _)| attempts)
+                    .unwrap_or_default(),
                 error_kind: fields.get("last_error_kind").cloned().unwrap_or_default(),
                 last_error: fields.get("last_error").cloned().unwrap_or_default(),
                 unique_key: fields.get("unique_key").cloned(),

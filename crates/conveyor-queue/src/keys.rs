@@ -2,7 +2,14 @@
 //!
 //! Every key of queue `syncs` starts with `conveyor:{q:syncs}:`; the `{q:syncs}` hash tag puts
 //! them all in one Redis Cluster slot, which the Lua scripts need (a script may only touch keys
-//! of one slot). Job keys are built inside the scripts from the same prefix.
+//! of one slot). Job keys are built inside the scripts from the same prefix, with the same names
+//! as here (`scripts.rs` spells them once, in its common header).
+//!
+//! The hot path (fetch, succeed) keeps per-job data in a few queue-wide hashes keyed by job id
+//! (payloads, attempts, running leases, succeeded records), so a batch of N jobs costs a few
+//! Redis commands of N items each instead of several commands per job. The per-job hash
+//! (`job:<id>`) holds what only the slow paths need: creation time, unique key, the state of a
+//! scheduled, retrying or dead job, and its last error.
 
 /// Key names of one queue.
 #[derive(Debug, Clone)]
@@ -21,6 +28,14 @@ pub(crate) struct Keys {
     pub(crate) unique: String,
     /// Short list idle workers block on; pushes add a token to wake them.
     pub(crate) signal: String,
+    /// Hash from job id to its JSON payload (the only copy).
+    pub(crate) payloads: String,
+    /// Hash from job id to `attempts/max_attempts`.
+    pub(crate) attempts: String,
+    /// Hash from job id to `token|started_ms|worker` for each leased job.
+    pub(crate) running: String,
+    /// Hash from job id to `finished_ms|attempts/max_attempts` for recently succeeded jobs.
+    pub(crate) done: String,
 }
 
 impl Keys {
@@ -33,6 +48,10 @@ impl Keys {
             dead: format!("{prefix}dead"),
             unique: format!("{prefix}unique"),
             signal: format!("{prefix}signal"),
+            payloads: format!("{prefix}payloads"),
+            attempts: format!("{prefix}attempts"),
+            running: format!("{prefix}running"),
+            done: format!("{prefix}done"),
             prefix,
         }
     }
@@ -64,6 +83,10 @@ mod tests {
             &keys.dead,
             &keys.unique,
             &keys.signal,
+            &keys.payloads,
+            &keys.attempts,
+            &keys.running,
+            &keys.done,
             &keys.job("job_1"),
             &keys.errors("job_1"),
             &keys.dead_kind("timeout"),

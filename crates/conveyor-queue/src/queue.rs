@@ -188,47 +188,81 @@ impl<T> Queue<T> {
     /// A job's state and attempts; `None` if the queue has no record of it (never pushed,
     /// purged, or a succeeded job whose record expired).
     pub async fn status(&self, job_id: JobId) -> Result<Option<JobStatus>, QueueError> {
-        let fields: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.keys().job(&job_id.to_string()))
-            .query_async(&mut self.conn())
-            .await?;
-        if fields.is_empty() {
-            return Ok(None);
-        }
-        status_from_fields(job_id, &fields).map(Some)
+        Ok(self.records(job_id).await?.status)
     }
 
     /// Everything known about a job, errors included; `None` if there is no record of it.
+    /// A succeeded job's payload and errors are deleted when it succeeds, so its detail shows
+    /// a `null` payload and no errors.
     pub async fn job_detail(&self, job_id: JobId) -> Result<Option<JobDetail>, QueueError> {
-        let id = job_id.to_string();
-        let (fields, errors): (HashMap<String, String>, Vec<String>) = redis::pipe()
-            .cmd("HGETALL")
-            .arg(self.keys().job(&id))
-            .cmd("LRANGE")
-            .arg(self.keys().errors(&id))
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut self.conn())
-            .await?;
-        if fields.is_empty() {
+        let records = self.records(job_id).await?;
+        let Some(status) = records.status else {
             return Ok(None);
-        }
-        let status = status_from_fields(job_id, &fields)?;
-        let payload = match fields.get("payload") {
+        };
+        let payload = match &records.payload {
             Some(text) => serde_json::from_str(text)?,
             None => serde_json::Value::Null,
         };
-        let errors = errors
+        let errors = records
+            .errors
             .iter()
             .map(|entry| parse_error_record(entry))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(JobDetail {
             status,
             payload,
-            unique_key: fields.get("unique_key").cloned(),
-            created_at: millis_to_time(field_i64(&fields, "created_at")),
+            unique_key: records.fields.get("unique_key").cloned(),
+            created_at: millis_to_time(field_i64(&records.fields, "created_at")),
             errors,
         }))
+    }
+
+    /// Reads every structure that may hold something about `job_id`, in one round trip.
+    async fn records(&self, job_id: JobId) -> Result<JobRecords, QueueError> {
+        let id = job_id.to_string();
+        let keys = self.keys();
+        type Answer = (
+            HashMap<String, String>,
+            Vec<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let (fields, errors, payload, attempts, running, done): Answer = redis::pipe()
+            .cmd("HGETALL")
+            .arg(keys.job(&id))
+            .cmd("LRANGE")
+            .arg(keys.errors(&id))
+            .arg(0)
+            .arg(-1)
+            .cmd("HGET")
+            .arg(&keys.payloads)
+            .arg(&id)
+            .cmd("HGET")
+            .arg(&keys.attempts)
+            .arg(&id)
+            .cmd("HGET")
+            .arg(&keys.running)
+            .arg(&id)
+            .cmd("HGET")
+            .arg(&keys.done)
+            .arg(&id)
+            .query_async(&mut self.conn())
+            .await?;
+        let status = job_status(
+            job_id,
+            &fields,
+            attempts.as_deref(),
+            running.as_deref(),
+            done.as_deref(),
+        )?;
+        Ok(JobRecords {
+            status,
+            fields,
+            errors,
+            payload,
+        })
     }
 
     /// Ready, scheduled, running and dead counts, each O(1).
@@ -253,6 +287,10 @@ impl<T> Queue<T> {
         })
     }
 
+    fn succeeded_ttl_ms(&self) -> u64 {
+        (self.inner.config.succeeded_ttl.as_millis() as u64).max(1)
+    }
+
     /// Takes up to `count` jobs, leased to `worker` for the queue's lease time.
     pub(crate) async fn fetch(
         &self,
@@ -266,7 +304,8 @@ impl<T> Queue<T> {
             .arg(lease_ms)
             .arg(worker)
             .arg(PROMOTE_CHUNK)
-            .arg(RECLAIM_CHUNK);
+            .arg(RECLAIM_CHUNK)
+            .arg(self.succeeded_ttl_ms());
         let value: Value = invocation.invoke_async(&mut self.conn()).await?;
         parse_fetch(value)
     }
@@ -275,9 +314,8 @@ impl<T> Queue<T> {
     pub(crate) async fn commit(&self, acks: &[Ack]) -> Result<Vec<AckResult>, QueueError> {
         let mut results = Vec::with_capacity(acks.len());
         for chunk in acks.chunks(ACK_CHUNK) {
-            let ttl = self.inner.config.succeeded_ttl.as_secs().max(1);
             let mut invocation = self.invocation(&ACK_SCRIPT);
-            invocation.arg(ttl).arg(chunk.len());
+            invocation.arg(self.succeeded_ttl_ms()).arg(chunk.len());
             for ack in chunk {
                 let (name, delay, kind, message) = match &ack.outcome {
                     AckOutcome::Succeeded => ("ok", Duration::ZERO, "", ""),
@@ -379,8 +417,8 @@ impl<T: DeserializeOwned> Queue<T> {
     /// The payload of a job, if it has a record.
     pub async fn payload(&self, job_id: JobId) -> Result<Option<T>, QueueError> {
         let payload: Option<String> = redis::cmd("HGET")
-            .arg(self.keys().job(&job_id.to_string()))
-            .arg("payload")
+            .arg(&self.keys().payloads)
+            .arg(job_id.to_string())
             .query_async(&mut self.conn())
             .await?;
         payload
@@ -416,44 +454,87 @@ fn field_i64(fields: &HashMap<String, String>, name: &str) -> i64 {
         .unwrap_or_default()
 }
 
-pub(crate) fn status_from_fields(
+/// Everything stored about one job.
+struct JobRecords {
+    status: Option<JobStatus>,
+    fields: HashMap<String, String>,
+    errors: Vec<String>,
+    payload: Option<String>,
+}
+
+/// `attempts/max` as two numbers.
+pub(crate) fn split_attempts(value: &str) -> Option<(u32, u32)> {
+    let (attempts, max) = value.split_once('/')?;
+    Some((attempts.parse().ok()?, max.parse().ok()?))
+}
+
+/// A job's status from its records: a succeeded record wins, then a lease, then the job hash.
+fn job_status(
     job_id: JobId,
     fields: &HashMap<String, String>,
-) -> Result<JobStatus, QueueError> {
+    attempts: Option<&str>,
+    running: Option<&str>,
+    done: Option<&str>,
+) -> Result<Option<JobStatus>, QueueError> {
+    if let Some(done) = done {
+        // `finished_ms|attempts/max`
+        let (finished, counts) = done.split_once('|').unwrap_or((done, ""));
+        let finished_at = millis_to_time(finished.parse().unwrap_or_default());
+        let (attempts, max_attempts) = split_attempts(counts).unwrap_or_default();
+        return Ok(Some(JobStatus {
+            job_id,
+            state: JobState::Succeeded { finished_at },
+            attempts,
+            max_attempts,
+        }));
+    }
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let (attempts, max_attempts) = attempts.and_then(split_attempts).unwrap_or_default();
     let text = |name: &str| fields.get(name).cloned().unwrap_or_default();
     let time = |name: &str| millis_to_time(field_i64(fields, name));
-    let state = match fields.get("state").map(String::as_str) {
-        Some("queued") => JobState::Queued,
-        Some("scheduled") => JobState::Scheduled {
-            run_at: time("run_at"),
-        },
-        Some("running") => JobState::Running {
-            worker: text("worker"),
-            since: time("started_at"),
-        },
-        Some("retrying") => JobState::Retrying {
-            next_attempt_at: time("run_at"),
-            last_error: text("last_error"),
-        },
-        Some("succeeded") => JobState::Succeeded {
-            finished_at: time("finished_at"),
-        },
-        Some("dead") => JobState::Dead {
-            dead_at: time("dead_at"),
-            last_error: text("last_error"),
-        },
-        other => {
-            return Err(QueueError::Corrupt(format!(
-                "job {job_id} has state {other:?}"
-            )));
+    let state = if let Some(running) = running {
+        // `token|started_ms|worker`
+        let mut parts = running.splitn(3, '|');
+        let _token = parts.next();
+        let since = millis_to_time(
+            parts
+                .next()
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or_default(),
+        );
+        JobState::Running {
+            worker: parts.next().unwrap_or_default().to_owned(),
+            since,
+        }
+    } else {
+        match fields.get("state").map(String::as_str) {
+            Some("queued") => JobState::Queued,
+            Some("scheduled") => JobState::Scheduled {
+                run_at: time("run_at"),
+            },
+            Some("retrying") => JobState::Retrying {
+                next_attempt_at: time("run_at"),
+                last_error: text("last_error"),
+            },
+            Some("dead") => JobState::Dead {
+                dead_at: time("dead_at"),
+                last_error: text("last_error"),
+            },
+            other => {
+                return Err(QueueError::Corrupt(format!(
+                    "job {job_id} has state {other:?}"
+                )));
+            }
         }
     };
-    Ok(JobStatus {
+    Ok(Some(JobStatus {
         job_id,
         state,
-        attempts: field_i64(fields, "attempts").max(0) as u32,
-        max_attempts: field_i64(fields, "max_attempts").max(0) as u32,
-    })
+        attempts,
+        max_attempts,
+    }))
 }
 
 fn parse_error_record(entry: &str) -> Result<JobErrorRecord, QueueError> {

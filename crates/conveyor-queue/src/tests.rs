@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use conveyor_testkit::RedisServer;
@@ -70,7 +71,7 @@ async fn a_worker_that_lost_its_lease_can_neither_ack_nor_renew() {
         .renew(&[(first.job_id.clone(), first.token)])
         .await
         .unwrap();
-    assert_eq!(lost, [first.job_id.clone()]);
+    assert_eq!(lost, std::slice::from_ref(&first.job_id));
     match queue.status(pushed.job_id).await.unwrap().unwrap().state {
         JobState::Running { worker, .. } => assert_eq!(worker, "worker-b"),
         other => panic!("the new owner's run must be untouched, got {other:?}"),
@@ -151,7 +152,7 @@ async fn a_job_that_keeps_killing_its_worker_ends_dead() {
 
 #[tokio::test]
 async fn payloads_are_stored_once_and_succeeded_records_expire() {
-    let (redis, queue) = setup("layout", Duration::from_secs(30)).await;
+    let (redis, mut queue) = setup("layout", Duration::from_secs(30)).await;
     let pushed = queue
         .push(JobSpec::new(42).unique_key("key"))
         .await
@@ -167,40 +168,54 @@ async fn payloads_are_stored_once_and_succeeded_records_expire() {
         .unwrap();
     assert_eq!(
         ready,
-        [id.clone()],
+        std::slice::from_ref(&id),
         "the ready list holds ids, not payloads"
     );
     let payload: String = redis::cmd("HGET")
-        .arg(keys.job(&id))
-        .arg("payload")
+        .arg(&keys.payloads)
+        .arg(&id)
         .query(&mut conn)
         .unwrap();
     assert_eq!(payload, "42");
 
+    // Succeeded records are kept for `succeeded_ttl`, then forgotten.
+    Arc::get_mut(&mut queue.inner)
+        .expect("no other handle yet")
+        .config
+        .succeeded_ttl = Duration::from_millis(300);
     let job = fetch_one(&queue, "worker").await;
-    let ttl_before: i64 = redis::cmd("TTL")
-        .arg(keys.job(&id))
-        .query(&mut conn)
-        .unwrap();
-    assert_eq!(ttl_before, -1, "live jobs do not expire");
     queue
         .commit(&[ack(&job, AckOutcome::Succeeded)])
         .await
         .unwrap();
-    let ttl: i64 = redis::cmd("TTL")
-        .arg(keys.job(&id))
-        .query(&mut conn)
-        .unwrap();
-    assert!(ttl > 0 && ttl <= 60, "succeeded ttl {ttl}");
-    let unique: usize = redis::cmd("HLEN")
-        .arg(&keys.unique)
-        .query(&mut conn)
-        .unwrap();
+    let status = queue.status(pushed.job_id).await.unwrap().unwrap();
+    assert!(matches!(status.state, JobState::Succeeded { .. }));
+    assert_eq!(status.attempts, 1);
+    for key in [&keys.payloads, &keys.attempts, &keys.running, &keys.unique] {
+        let left: usize = redis::cmd("HLEN").arg(key).query(&mut conn).unwrap();
+        assert_eq!(left, 0, "{key} is empty once the job succeeded");
+    }
     let leases: usize = redis::cmd("ZCARD")
         .arg(&keys.leases)
         .query(&mut conn)
         .unwrap();
-    assert_eq!((unique, leases), (0, 0), "nothing left behind");
+    let job_hash: usize = redis::cmd("EXISTS")
+        .arg(keys.job(&id))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!((leases, job_hash), (0, 0), "nothing else is left behind");
+    // Idle fetches trim expired records.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while queue.status(pushed.job_id).await.unwrap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the record never expired"
+        );
+        assert!(queue.fetch(1, "worker").await.unwrap().jobs.is_empty());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let done: usize = redis::cmd("HLEN").arg(&keys.done).query(&mut conn).unwrap();
+    assert_eq!(done, 0);
 }
 
 #[tokio::test]

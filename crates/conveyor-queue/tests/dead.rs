@@ -29,7 +29,7 @@ async fn dead_jobs(queue: &Queue<Work>, count: u64) -> Vec<conveyor_core::JobId>
         .await
         .unwrap();
     let worker = start_worker(queue, options(), |work: Work, _context| async move {
-        let kind = if work.number % 2 == 0 {
+        let kind = if work.number.is_multiple_of(2) {
             "auth_rejected"
         } else {
             "bad_data"
