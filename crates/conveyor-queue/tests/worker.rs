@@ -249,3 +249,50 @@ async fn push_fetch_and_ack_work_on_a_redis_cluster() {
     );
     worker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_worker_keeps_going_when_redis_restarts() {
+    let mut redis = conveyor_testkit::RedisServer::start_persistent().unwrap();
+    let queue = queue(&redis, config("restart")).await;
+    let worker = start_worker(
+        &queue,
+        WorkerOptions::default(),
+        |_work: Work, _context| async { Ok(()) },
+    );
+    let before = queue.push(JobSpec::new(Work { number: 1 })).await.unwrap();
+    eventually(
+        "the first job to succeed",
+        Duration::from_secs(10),
+        || async {
+            matches!(
+                state_of(&queue, before.job_id).await,
+                JobState::Succeeded { .. }
+            )
+            .then_some(())
+        },
+    )
+    .await;
+
+    redis.restart().unwrap();
+    // The shared connection reconnects by itself; the first calls may fail while it does.
+    let after = eventually(
+        "a push after the restart",
+        Duration::from_secs(15),
+        || async { queue.push(JobSpec::new(Work { number: 2 })).await.ok() },
+    )
+    .await;
+    eventually(
+        "the worker to run a job after the restart",
+        Duration::from_secs(20),
+        || async {
+            match queue.status(after.job_id).await {
+                Ok(Some(status)) => {
+                    matches!(status.state, JobState::Succeeded { .. }).then_some(())
+                }
+                _ => None,
+            }
+        },
+    )
+    .await;
+    worker.shutdown().await;
+}
