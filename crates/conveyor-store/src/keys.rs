@@ -51,6 +51,10 @@ pub(crate) fn permits(id: &ConnectionId) -> String {
     format!("conveyor:{{{id}}}:permits")
 }
 
+pub(crate) fn schedule(id: &ConnectionId) -> String {
+    format!("conveyor:{{{id}}}:schedule")
+}
+
 pub(crate) fn records(id: &ConnectionId, entity: Entity) -> String {
     format!("conveyor:{{{id}}}:records:{entity}")
 }
@@ -76,6 +80,7 @@ pub(crate) fn all_of_connection(id: &ConnectionId) -> Vec<String> {
         runs(id),
         events(id),
         permits(id),
+        schedule(id),
     ];
     for &entity in Entity::ALL {
         keys.push(records(id, entity));
@@ -92,6 +97,9 @@ pub(crate) fn run_owner(sync_id: &SyncId) -> String {
 
 /// All connections (lexicographic ZSET of ids, so ULID order = creation order).
 pub(crate) const ALL_CONNECTIONS: &str = "conveyor:connections";
+
+/// Connections whose schedule needs a look, scored by when (ms).
+pub(crate) const SCHEDULE_DUE: &str = "conveyor:schedule:due";
 
 /// Connections that have appended events since the dispatcher last drained them.
 pub(crate) const OUTBOX_READY: &str = "conveyor:outbox:ready";

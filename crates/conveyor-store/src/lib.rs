@@ -14,6 +14,7 @@
 //! | [`outbox`] | the per-connection event outbox the webhook dispatcher drains |
 //! | [`api_keys`] | tenants and API keys (hashed secrets) |
 //! | [`permits`] | the fleet-wide per-connection request semaphore |
+//! | [`schedule`] | when each entity is due, claimed once fleet-wide; offline probes |
 //!
 //! # Key map
 //!
@@ -35,11 +36,13 @@
 //! | `conveyor:{conn}:counters` | hash | `event_sequence`, `records_sequence:{entity}` |
 //! | `conveyor:{conn}:events` | stream | the outbox; consumer group `dispatchers` |
 //! | `conveyor:{conn}:permits` | zset | permit holder → expiry ms |
+//! | `conveyor:{conn}:schedule` | hash | `due:{entity}`, `interval:{entity}` ms, `revision`, `probe_at`, `probe_failures`, `blocked_credentials` |
 //! | `conveyor:{conn}:records:{entity}` | hash | external key → record JSON as the source gave it |
 //! | `conveyor:{conn}:records:{entity}:meta` | hash | external key → content hash, deleted flag, source ms, last full run that saw it, change position (joined by a bar) |
 //! | `conveyor:{conn}:records:{entity}:changes` | zset (lex) | change positions `synced_ms:seq:key` |
 //! | `conveyor:connections` | zset (lex) | every connection id (the scheduler iterates it) |
 //! | `conveyor:tenant:{ten}:connections` | zset (lex) | the tenant's connection ids |
+//! | `conveyor:schedule:due` | zset | connection id → when its schedule needs a look (ms) |
 //! | `conveyor:outbox:ready` | zset | connections with undrained events, scored by last append ms |
 //! | `conveyor:sync_run:{sync_id}` | string | the connection id of a run (dropped with the run) |
 //! | `conveyor:tenants` | zset (lex) | every tenant id |
@@ -81,6 +84,7 @@ pub mod progress;
 pub mod rate_limit;
 pub mod records;
 pub mod runs;
+pub mod schedule;
 pub mod status;
 
 use std::fmt;
@@ -98,6 +102,7 @@ pub use progress::Checkpoint;
 pub use rate_limit::{RateLimitDecision, RateLimitPolicy};
 pub use records::{StoredRecord, UpsertOutcome};
 pub use runs::{NewRun, RunError, RunFilter, RunStatus, RunUpdate, SyncRun};
+pub use schedule::{Claim, ClaimContext, ClaimKind, EntitySchedule, Schedule, ScheduledEntity};
 pub use status::{LastError, StatusReason, StatusRecord, Transition, TransitionOutcome};
 
 /// One page of a list, with the cursor of the next page if there is one.
