@@ -158,7 +158,7 @@ pub struct JobDetail {
     pub payload: serde_json::Value,
     /// Its unique key, if it has one.
     pub unique_key: Option<String>,
-    /// When it was pushed.
+    /// When its id was made: the push time for ids made by [`JobSpec::new`] (ids are ULIDs).
     pub created_at: DateTime<Utc>,
     /// Its failed attempts, oldest first (the newest 50 are kept).
     pub errors: Vec<JobErrorRecord>,

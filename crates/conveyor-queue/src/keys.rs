@@ -8,8 +8,8 @@
 //! The hot path (fetch, succeed) keeps per-job data in a few queue-wide hashes keyed by job id
 //! (payloads, attempts, running leases, succeeded records), so a batch of N jobs costs a few
 //! Redis commands of N items each instead of several commands per job. The per-job hash
-//! (`job:<id>`) holds what only the slow paths need: creation time, unique key, the state of a
-//! scheduled, retrying or dead job, and its last error.
+//! (`job:<id>`) holds what only the slow paths need (unique key, the state of a scheduled,
+//! retrying or dead job, its last error) and does not exist for a plain ready job.
 
 /// Key names of one queue.
 #[derive(Debug, Clone)]

@@ -212,7 +212,7 @@ impl<T> Queue<T> {
             status,
             payload,
             unique_key: records.fields.get("unique_key").cloned(),
-            created_at: millis_to_time(field_i64(&records.fields, "created_at")),
+            created_at: millis_to_time(job_id.ulid().timestamp_ms() as i64),
             errors,
         }))
     }
@@ -488,10 +488,10 @@ fn job_status(
             max_attempts,
         }));
     }
-    if fields.is_empty() {
+    // Every live or dead job has an attempts entry; a plain ready job has nothing else.
+    let Some((attempts, max_attempts)) = attempts.and_then(split_attempts) else {
         return Ok(None);
-    }
-    let (attempts, max_attempts) = attempts.and_then(split_attempts).unwrap_or_default();
+    };
     let text = |name: &str| fields.get(name).cloned().unwrap_or_default();
     let time = |name: &str| millis_to_time(field_i64(fields, name));
     let state = if let Some(running) = running {
@@ -510,7 +510,7 @@ fn job_status(
         }
     } else {
         match fields.get("state").map(String::as_str) {
-            Some("queued") => JobState::Queued,
+            None | Some("queued") => JobState::Queued,
             Some("scheduled") => JobState::Scheduled {
                 run_at: time("run_at"),
             },

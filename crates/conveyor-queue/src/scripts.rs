@@ -129,7 +129,9 @@ for i = 0, n - 1 do
     out[#out + 1] = 1
   else
     if run_at == 0 then run_at = now + delay end
-    local fields = {'created_at', now}
+    -- A plain ready job needs no hash of its own (its creation time is in its ULID id); the
+    -- per-job hash appears only for unique keys, delays, errors and deaths.
+    local fields = {}
     if unique_key ~= '' then
       fields[#fields + 1] = 'unique_key'
       fields[#fields + 1] = unique_key
@@ -144,11 +146,9 @@ for i = 0, n - 1 do
       redis.call('ZADD', SCHEDULED, run_at, id)
       scheduled = scheduled + 1
     else
-      fields[#fields + 1] = 'state'
-      fields[#fields + 1] = 'queued'
       ready[#ready + 1] = id
     end
-    redis.call('HSET', job_key(id), unpack(fields))
+    if #fields > 0 then redis.call('HSET', job_key(id), unpack(fields)) end
     payloads[#payloads + 1] = id
     payloads[#payloads + 1] = payload
     attempts[#attempts + 1] = id
