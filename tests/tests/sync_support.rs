@@ -35,6 +35,9 @@ use conveyor_testkit::RedisServer;
 /// The credential key every test process shares (32 zero bytes).
 pub const KEYS: &str = "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
 
+/// Attempts every test job gets.
+pub const MAX_ATTEMPTS: u32 = 3;
+
 /// How long a test waits for a sync before it fails.
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -88,9 +91,16 @@ impl Harness {
         .await
         .unwrap();
         let store = store(&redis.url()).await;
-        let queue = Queue::connect(&redis.url(), QueueConfig::new(SYNC_QUEUE))
-            .await
-            .unwrap();
+        // The producer sets a job's attempt limit when it pushes it.
+        let queue = Queue::connect(
+            &redis.url(),
+            QueueConfig {
+                max_attempts: MAX_ATTEMPTS,
+                ..QueueConfig::new(SYNC_QUEUE)
+            },
+        )
+        .await
+        .unwrap();
         let base_url = setup.base_url.clone().unwrap_or_else(|| sim.base_url());
         let mut connection = connection(setup.profile, &base_url, setup.page_size);
         for (entity, path) in &setup.paths {
@@ -218,7 +228,11 @@ impl Harness {
                 ),
             }
         }
-        assert_eq!(live, sim.live_count(entity), "every live record was checked");
+        assert_eq!(
+            live,
+            sim.live_count(entity),
+            "every live record was checked"
+        );
     }
 }
 
@@ -289,7 +303,6 @@ pub fn worker_env(redis_url: &str, extra: &[(&str, &str)]) -> BTreeMap<String, S
         ("CONVEYOR_SOURCE_RETRIES", "0"),
         ("CONVEYOR_RETRY_BACKOFF_BASE", "50ms"),
         ("CONVEYOR_RETRY_BACKOFF_CAP", "200ms"),
-        ("CONVEYOR_JOB_MAX_ATTEMPTS", "3"),
         ("CONVEYOR_SHUTDOWN_DEADLINE", "2s"),
     ]
     .into_iter()

@@ -9,12 +9,12 @@
 //! | `CONVEYOR_SOURCE_RETRIES` | quick in-process retries of one page request, 0–10 | 3 |
 //! | `CONVEYOR_SOURCE_PERMIT_TTL` | life of a request permit without renewal (a crashed worker's permit frees after it) | 15s |
 //! | `CONVEYOR_JOB_LEASE` | how long a job stays leased without renewal (a crashed worker's job is redelivered after it) | 30s |
-//! | `CONVEYOR_JOB_MAX_ATTEMPTS` | attempts of a job pushed without its own limit, 1–100 | 5 |
 //! | `CONVEYOR_RETRY_BACKOFF_BASE` | delay before the first retry of a failed job (doubles per retry, with jitter) | 1s |
 //! | `CONVEYOR_RETRY_BACKOFF_CAP` | longest delay between retries | 10m |
 //! | `CONVEYOR_SHUTDOWN_DEADLINE` | after SIGTERM, how long running jobs may take before they are handed back | 30s |
 //!
-//! Durations are written with a unit: `250ms`, `30s`, `5m`, `2h`.
+//! Durations are written with a unit: `250ms`, `30s`, `5m`, `2h`. A job's attempt limit is not
+//! a worker setting: the producer (API, scheduler) stores it with each job when it pushes it.
 
 use std::time::Duration;
 
@@ -45,9 +45,6 @@ pub struct Config {
     /// `CONVEYOR_JOB_LEASE`: how long a fetched job stays leased without renewal. Defaults to 30
     /// seconds.
     pub lease: Duration,
-    /// `CONVEYOR_JOB_MAX_ATTEMPTS`: attempts of a job that does not set its own. Defaults to 5;
-    /// 1 to 100.
-    pub max_attempts: u32,
     /// `CONVEYOR_RETRY_BACKOFF_BASE`: delay before a failed job's first retry. Defaults to 1
     /// second.
     pub backoff_base: Duration,
@@ -80,7 +77,6 @@ impl Config {
             Duration::from_secs(15),
         );
         let lease = positive(&mut reader, "CONVEYOR_JOB_LEASE", Duration::from_secs(30));
-        let max_attempts = reader.ranged("CONVEYOR_JOB_MAX_ATTEMPTS", 5u32, 1, 100);
         let backoff_base = positive(
             &mut reader,
             "CONVEYOR_RETRY_BACKOFF_BASE",
@@ -108,7 +104,6 @@ impl Config {
             source_retries,
             permit_ttl,
             lease,
-            max_attempts,
             backoff_base,
             backoff_cap,
             shutdown_deadline,

@@ -11,6 +11,7 @@
 
 pub mod config;
 mod jobs;
+pub mod scheduler;
 
 use std::time::Duration;
 
@@ -112,12 +113,14 @@ async fn named(
 fn queue_config(config: &Config, name: &str) -> QueueConfig {
     QueueConfig {
         lease: config.lease,
-        max_attempts: config.max_attempts,
         backoff: BackoffPolicy {
             base: config.backoff_base,
             cap: config.backoff_cap,
             ..BackoffPolicy::default()
         },
+        // Syncs run for seconds to minutes: a worker that fetched more jobs than it can start
+        // would sit on them while other workers idle.
+        fetch_batch: config.concurrency,
         ..QueueConfig::new(name)
     }
 }
