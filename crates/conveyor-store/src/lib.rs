@@ -14,6 +14,8 @@
 //! | [`outbox`] | the per-connection event outbox the webhook dispatcher drains |
 //! | [`api_keys`] | tenants and API keys (hashed secrets) |
 //! | [`permits`] | the fleet-wide per-connection request semaphore |
+//! | [`webhooks`] | webhook endpoints of a connection and their encrypted signing secrets |
+//! | [`deliveries`] | the webhook delivery log: deliveries, their attempts, list indexes |
 //! | [`schedule`] | when each entity is due, claimed once fleet-wide; offline probes |
 //!
 //! # Key map
@@ -36,6 +38,13 @@
 //! | `conveyor:{conn}:counters` | hash | `event_sequence`, `records_sequence:{entity}` |
 //! | `conveyor:{conn}:events` | stream | the outbox; consumer group `dispatchers` |
 //! | `conveyor:{conn}:permits` | zset | permit holder → expiry ms |
+//! | `conveyor:{conn}:webhooks` | hash | endpoint id → endpoint JSON |
+//! | `conveyor:{conn}:webhooks:secrets` | hash | endpoint id → `key_id:nonce:ciphertext` (signing secrets, ChaCha20-Poly1305) |
+//! | `conveyor:{conn}:delivery:{dlv}` | hash | one delivery: event JSON, endpoint, state, attempt counts, last status/error, job id (expires) |
+//! | `conveyor:{conn}:delivery:{dlv}:attempts` | list | attempt JSON, oldest first, newest 50 kept (expires) |
+//! | `conveyor:{conn}:deliveries` | zset (lex) | delivery ids, by event time |
+//! | `conveyor:{conn}:deliveries:endpoint:{whe}` | zset (lex) | one endpoint's delivery ids |
+//! | `conveyor:{conn}:deliveries:event:{evt}` | zset (lex) | one event's delivery ids |
 //! | `conveyor:{conn}:schedule` | hash | `due:{entity}`, `interval:{entity}` ms, `revision`, `probe_at`, `probe_failures`, `blocked_credentials` |
 //! | `conveyor:{conn}:records:{entity}` | hash | external key → record JSON as the source gave it |
 //! | `conveyor:{conn}:records:{entity}:meta` | hash | external key → content hash, deleted flag, source ms, last full run that saw it, change position (joined by a bar) |
@@ -76,6 +85,7 @@ mod codec;
 pub mod config;
 pub mod connections;
 mod crypto;
+pub mod deliveries;
 mod error;
 mod keys;
 pub mod outbox;
@@ -86,6 +96,7 @@ pub mod records;
 pub mod runs;
 pub mod schedule;
 pub mod status;
+pub mod webhooks;
 
 use std::fmt;
 use std::sync::Arc;
@@ -95,6 +106,10 @@ use redis::aio::ConnectionManager;
 pub use api_keys::{ApiKey, ApiRole, CreatedApiKey, Tenant};
 pub use config::{EncryptionKey, StoreConfig};
 pub use connections::ReencryptReport;
+pub use deliveries::{
+    AttemptUpdate, Delivery, DeliveryFilter, DeliveryJob, DeliveryState, LoggedAttempt,
+    delivery_id_for,
+};
 pub use error::StoreError;
 pub use outbox::OutboxEntry;
 pub use permits::Permit;
@@ -104,6 +119,7 @@ pub use records::{StoredRecord, UpsertOutcome};
 pub use runs::{NewRun, RunError, RunFilter, RunStatus, RunUpdate, SyncRun};
 pub use schedule::{Claim, ClaimContext, ClaimKind, EntitySchedule, Schedule, ScheduledEntity};
 pub use status::{LastError, StatusReason, StatusRecord, Transition, TransitionOutcome};
+pub use webhooks::WebhookEndpoint;
 
 /// One page of a list, with the cursor of the next page if there is one.
 #[derive(Debug, Clone, PartialEq)]
