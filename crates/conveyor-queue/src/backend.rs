@@ -239,11 +239,7 @@ where
                     // Jobs fetched but never started go back, without using an attempt.
                     let mut handed_back = 0;
                     while let Ok(job) = consumer.jobs.try_recv() {
-                        consumer.keeper.ack(Ack {
-                            job_id: job.job_id,
-                            token: job.token,
-                            outcome: AckOutcome::Release,
-                        });
+                        consumer.keeper.ack(Ack::for_job(&job, AckOutcome::Release));
                         handed_back += 1;
                     }
                     if handed_back > 0 {
@@ -303,13 +299,14 @@ fn into_task<T: DeserializeOwned>(
     consumer: &Consumer,
     hard_stop: &CancellationToken,
 ) -> Result<Task<T>, Ack> {
-    let unusable = |job: &FetchedJob, message: String| Ack {
-        job_id: job.job_id.clone(),
-        token: job.token,
-        outcome: AckOutcome::Abort {
-            kind: "bad_payload".to_owned(),
-            message,
-        },
+    let unusable = |job: &FetchedJob, message: String| {
+        Ack::for_job(
+            job,
+            AckOutcome::Abort {
+                kind: "bad_payload".to_owned(),
+                message,
+            },
+        )
     };
     let job_id: JobId = match job.job_id.parse() {
         Ok(job_id) => job_id,
@@ -384,11 +381,7 @@ async fn fetch_loop<T>(
                 for job in fetched.jobs {
                     keeper.track(&job.job_id, job.token);
                     if let Err(mpsc::error::SendError(job)) = sender.send(job) {
-                        keeper.ack(Ack {
-                            job_id: job.job_id,
-                            token: job.token,
-                            outcome: AckOutcome::Release,
-                        });
+                        keeper.ack(Ack::for_job(&job, AckOutcome::Release));
                     }
                 }
                 if got < wanted && !wait.is_zero() {

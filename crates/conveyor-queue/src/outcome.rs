@@ -276,6 +276,8 @@ where
                 keeper.ack(Ack {
                     job_id: context.job_id.to_string(),
                     token: context.token,
+                    attempt: context.attempt,
+                    max_attempts: context.max_attempts,
                     outcome,
                 });
             }

@@ -107,7 +107,23 @@ pub(crate) enum AckOutcome {
 pub(crate) struct Ack {
     pub(crate) job_id: String,
     pub(crate) token: u64,
+    /// The delivery's attempt number and limit, as the fetch reported them; they cannot change
+    /// while the token is current, so the ack script need not read them again.
+    pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
     pub(crate) outcome: AckOutcome,
+}
+
+impl Ack {
+    pub(crate) fn for_job(job: &FetchedJob, outcome: AckOutcome) -> Self {
+        Ack {
+            job_id: job.job_id.clone(),
+            token: job.token,
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+            outcome,
+        }
+    }
 }
 
 /// What the ack script did with one outcome.
@@ -336,7 +352,8 @@ impl<T> Queue<T> {
                     .arg(name)
                     .arg(delay.as_millis() as u64)
                     .arg(kind)
-                    .arg(message);
+                    .arg(message)
+                    .arg(format!("{}/{}", ack.attempt, ack.max_attempts));
             }
             let answers: Vec<i64> = invocation.invoke_async(&mut self.conn()).await?;
             results.extend(answers.into_iter().map(|answer| match answer {

@@ -267,17 +267,18 @@ local ttl_ms, n = tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 local now_text = tostring(now)
 local ids = {}
-for i = 0, n - 1 do ids[i + 1] = ARGV[4 + i * 6] end
+for i = 0, n - 1 do ids[i + 1] = ARGV[4 + i * 7] end
 local held = redis.call('HMGET', RUNNING, unpack(ids))
-local counts = redis.call('HMGET', ATTEMPTS, unpack(ids))
 local out = {}
 local finished, f = {}, 0
 local succeeded, done_records, done_index, doomed_keys = {}, {}, {}, {}
 local s, d = 0, 0
 local released, rescheduled = 0, 0
 for i = 1, n do
-  local b = 4 + (i - 1) * 6
+  local b = 4 + (i - 1) * 7
   local id, token, outcome = ARGV[b], ARGV[b + 1], ARGV[b + 2]
+  -- The worker's `attempts/max` for this delivery: exact while its token is current.
+  local count = ARGV[b + 6]
   if lease_token(held[i]) ~= token then
     out[i] = 0
   else
@@ -290,12 +291,12 @@ for i = 1, n do
       succeeded[s] = id
       -- `finished_ms|attempts/max`: the stored count string is reused as it is.
       done_records[2 * s - 1] = id
-      done_records[2 * s] = now_text .. '|' .. (counts[i] or '0/0')
+      done_records[2 * s] = now_text .. '|' .. count
       done_index[2 * s - 1] = now_text
       done_index[2 * s] = id
       d = d + 1
       doomed_keys[d] = job_key(id)
-      local attempts = split_attempts(counts[i])
+      local attempts = split_attempts(count)
       if attempts and attempts > 1 then
         -- It failed before: keep its errors as long as its record (a rare, per-job call).
         redis.call('PEXPIRE', errors_key(id), ttl_ms)
@@ -305,7 +306,7 @@ for i = 1, n do
       end
       out[i] = 1
     else
-      local attempts, max = split_attempts(counts[i])
+      local attempts, max = split_attempts(count)
       attempts = attempts or 0
       max = max or 1
       local delay, kind, message = tonumber(ARGV[b + 3]), ARGV[b + 4], ARGV[b + 5]

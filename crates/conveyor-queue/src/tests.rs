@@ -39,11 +39,7 @@ async fn fetch_one(queue: &Queue<u32>, worker: &str) -> FetchedJob {
 }
 
 fn ack(job: &FetchedJob, outcome: AckOutcome) -> Ack {
-    Ack {
-        job_id: job.job_id.clone(),
-        token: job.token,
-        outcome,
-    }
+    Ack::for_job(job, outcome)
 }
 
 #[tokio::test]
