@@ -113,7 +113,7 @@ static RECONCILE: LazyLock<Script> = LazyLock::new(|| {
           local due = tonumber(redis.call('HGET', KEYS[1], 'due:' .. entity))
           local old = tonumber(redis.call('HGET', KEYS[1], 'interval:' .. entity))
           if due == nil then
-            due = now
+            due = now + interval
           elseif old ~= interval and due > now + interval then
             due = now + interval
           end
@@ -284,8 +284,9 @@ pub struct Claim {
 
 impl Store {
     /// Makes a connection's schedule match its configuration: entities not listed are dropped,
-    /// new ones are due at once, a changed interval takes effect from now at the latest, and
-    /// `revision` is recorded. Returns when the schedule is next due (`None`: nothing scheduled).
+    /// new ones are first due one interval from now (a connection's first sync is asked for
+    /// when it is set up; the schedule keeps it fresh from then on), a changed interval takes
+    /// effect from now at the latest, and `revision` is recorded. Returns when the schedule is next due (`None`: nothing scheduled).
     ///
     /// Fails with `NotFound` (and removes the schedule) if the connection no longer exists.
     pub async fn reconcile_schedule(

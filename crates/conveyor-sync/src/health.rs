@@ -96,6 +96,18 @@ pub fn next_due(
     }
 }
 
+/// How far an entity's stored copy is behind its schedule: `now - data_as_of - interval`,
+/// floored at zero. Zero while the last sync is at most one interval old; an entity that never
+/// synced has no lag to report (`None`).
+pub fn lag(
+    now: DateTime<Utc>,
+    data_as_of: Option<DateTime<Utc>>,
+    interval: Duration,
+) -> Option<Duration> {
+    let behind = (now - data_as_of?).to_std().unwrap_or_default();
+    Some(behind.saturating_sub(interval))
+}
+
 #[cfg(test)]
 mod tests {
     use rand::SeedableRng;
@@ -129,6 +141,27 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn lag_counts_only_time_beyond_the_interval() {
+        let now: DateTime<Utc> = "2026-11-23T10:00:00Z".parse().unwrap();
+        let hour = Duration::from_secs(3_600);
+        let at = |text: &str| Some(text.parse::<DateTime<Utc>>().unwrap());
+        assert_eq!(
+            lag(now, at("2026-11-23T09:30:00Z"), hour),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            lag(now, at("2026-11-23T08:45:00Z"), hour),
+            Some(Duration::from_secs(15 * 60))
+        );
+        assert_eq!(
+            lag(now, at("2026-11-23T10:05:00Z"), hour),
+            Some(Duration::ZERO),
+            "a source clock ahead of ours is not negative lag"
+        );
+        assert_eq!(lag(now, None, hour), None);
     }
 
     #[test]

@@ -29,9 +29,9 @@
 
 use std::time::Duration;
 
+use conveyor_core::connection::{MAX_SYNC_INTERVAL_SECS, MIN_SYNC_INTERVAL_SECS};
 use conveyor_core::{
-    ConnectionId, ConnectionStatus, Entity, MAX_SYNC_INTERVAL_SECS, MIN_SYNC_INTERVAL_SECS, SyncId,
-    SyncJob, SyncMode, SyncTrigger,
+    ConnectionId, ConnectionStatus, Entity, SyncId, SyncJob, SyncMode, SyncTrigger,
 };
 use conveyor_queue::{JobSpec, Queue};
 use conveyor_runtime::{ConfigReader, Shutdown};
@@ -235,11 +235,7 @@ impl Scheduler {
             .collect();
         match self
             .store
-            .reconcile_schedule(
-                connection_id,
-                &self.revision(connection.version),
-                &entities,
-            )
+            .reconcile_schedule(connection_id, &self.revision(connection.version), &entities)
             .await
         {
             Ok(next_due) => {
@@ -383,7 +379,9 @@ pub async fn run(mut scheduler: Scheduler, shutdown: Shutdown) -> anyhow::Result
                 tracing::debug!(?report, "scheduler tick");
             }
             Ok(_) => {}
-            Err(err) => tracing::warn!(error = %err, "scheduler tick failed; trying again next tick"),
+            Err(err) => {
+                tracing::warn!(error = %err, "scheduler tick failed; trying again next tick")
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
