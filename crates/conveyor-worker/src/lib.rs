@@ -12,6 +12,7 @@
 pub mod config;
 mod jobs;
 pub mod scheduler;
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -51,6 +52,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         Queue::<SyncJob>::connect(&config.common.redis_url, queue_config(&config, SYNC_QUEUE))
             .await
             .context("connecting the sync queue")?;
+    let scheduler = scheduler::Scheduler::new(
+        store.clone(),
+        sync_queue.clone(),
+        config.scheduler.clone(),
+    );
     let engine = SyncEngine::new(
         store,
         reqwest::Client::new(),
@@ -76,6 +82,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         SYNC_QUEUE,
         jobs::sync::run(sync_queue, engine, options, shutdown.clone()),
     ));
+    kinds.spawn(named("scheduler", scheduler::run(scheduler, shutdown.clone())));
     tracing::info!(
         concurrency = config.concurrency,
         source_concurrency = config.source_concurrency,
