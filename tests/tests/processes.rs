@@ -23,6 +23,10 @@ async fn api_serves_readyz_and_stops_on_sigterm() {
             ("CONVEYOR_REDIS_URL", redis.url()),
             ("CONVEYOR_API_LISTEN", format!("127.0.0.1:{port}")),
             ("CONVEYOR_LOG_FORMAT", "json".into()),
+            (
+                "CONVEYOR_ENCRYPTION_KEYS",
+                "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into(),
+            ),
         ]),
     )
     .unwrap();

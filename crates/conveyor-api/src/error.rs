@@ -107,3 +107,36 @@ impl IntoResponse for ApiError {
 
 /// The body of a handler's error path.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<conveyor_store::StoreError> for ApiError {
+    fn from(err: conveyor_store::StoreError) -> Self {
+        use conveyor_store::StoreError;
+        match err {
+            StoreError::NotFound { what, id } => ApiError::not_found(format!("{what} `{id}`")),
+            StoreError::Conflict { .. } => ApiError::new(ErrorCode::Conflict, err.to_string()),
+            StoreError::Invalid(message) => ApiError::invalid(message),
+            StoreError::Unavailable(_) => ApiError::unavailable(err),
+            // Corrupt data and undecryptable credentials are ours to fix, never the client's.
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<conveyor_queue::QueueError> for ApiError {
+    fn from(err: conveyor_queue::QueueError) -> Self {
+        if err.is_retryable() {
+            ApiError::unavailable(err)
+        } else {
+            ApiError::internal(err)
+        }
+    }
+}
+
+impl From<conveyor_sync::EnqueueError> for ApiError {
+    fn from(err: conveyor_sync::EnqueueError) -> Self {
+        match err {
+            conveyor_sync::EnqueueError::Queue(err) => err.into(),
+            conveyor_sync::EnqueueError::Store(err) => err.into(),
+        }
+    }
+}

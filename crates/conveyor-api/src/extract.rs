@@ -142,6 +142,44 @@ where
     }
 }
 
+/// Parses the id in path parameter `name`, naming it in the error.
+pub fn path_id<T>(name: &str, value: &str) -> Result<T, ApiError>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    value
+        .parse()
+        .map_err(|err| ApiError::invalid(format!("path parameter `{name}`: {err}")))
+}
+
+/// Largest page a list returns.
+pub const MAX_LIMIT: u32 = 100;
+/// Page size when a list request gives none.
+pub const DEFAULT_LIMIT: u32 = 20;
+
+/// The page size of a list request: `limit` within 1..=[`MAX_LIMIT`], [`DEFAULT_LIMIT`] when
+/// absent.
+pub fn page_limit(limit: Option<u32>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT as usize),
+        Some(limit) if (1..=MAX_LIMIT).contains(&limit) => Ok(limit as usize),
+        Some(_) => Err(ApiError::invalid(format!(
+            "query parameter `limit`: must be between 1 and {MAX_LIMIT}"
+        ))),
+    }
+}
+
+/// Maps a store error on a paged read: a cursor the store refuses is the client's mistake.
+pub fn cursor_error(err: conveyor_store::StoreError) -> ApiError {
+    match err {
+        conveyor_store::StoreError::Invalid(message) => {
+            ApiError::invalid(format!("query parameter `cursor`: {message}"))
+        }
+        other => other.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use conveyor_core::{Entity, SyncMode};

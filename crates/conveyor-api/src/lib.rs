@@ -5,49 +5,65 @@
 //! reads [`Config`] and calls [`serve`]; tests build [`router`] and call it directly, or start
 //! the real server on port 0.
 
+mod api_keys;
+pub mod auth;
 pub mod config;
+mod connections;
 pub mod error;
 pub mod extract;
 mod health;
 pub mod metrics;
 pub mod openapi;
+mod operations;
+mod records;
 pub mod request_id;
+mod schema;
+mod state;
+mod syncs;
 
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use axum::Router;
-use conveyor_runtime::{RedisLink, Shutdown};
+use axum::{Extension, Router};
+use conveyor_runtime::Shutdown;
 use tokio::net::TcpListener;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use config::Config;
-
-/// What every request handler can reach.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    /// The Redis server holding queues, configuration and records.
-    pub redis: RedisLink,
-}
-
-impl AppState {
-    /// State for `config`. Makes no connection yet: the API starts while Redis is down.
-    pub fn new(config: &Config) -> anyhow::Result<Self> {
-        let redis = RedisLink::new(&config.common.redis_url).context("opening the Redis URL")?;
-        Ok(AppState { redis })
-    }
-}
+pub use state::{AppState, Backends};
 
 /// Every route with its OpenAPI description. Routes are only ever added here, through
-/// `routes!`, so none can be undocumented.
+/// `routes!`, so none can be undocumented. Everything under `/v1` except the document itself
+/// sits behind the auth middleware (authentication, rate limit).
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    let protected = OpenApiRouter::new()
+        .routes(routes!(connections::create, connections::list))
+        .routes(routes!(
+            connections::get,
+            connections::update,
+            connections::delete
+        ))
+        .routes(routes!(connections::status))
+        .routes(routes!(syncs::create, syncs::history))
+        .routes(routes!(syncs::get))
+        .routes(routes!(records::list))
+        .routes(routes!(records::get))
+        .routes(routes!(operations::stats))
+        .routes(routes!(operations::dead_list))
+        .routes(routes!(operations::dead_show))
+        .routes(routes!(operations::dead_retry))
+        .routes(routes!(operations::dead_purge))
+        .routes(routes!(api_keys::list, api_keys::create))
+        .routes(routes!(api_keys::revoke))
+        .route_layer(axum::middleware::from_fn(auth::middleware));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(metrics::render))
         .routes(routes!(openapi::openapi_json))
+        .merge(protected)
 }
 
 /// The full router.
@@ -62,6 +78,9 @@ pub fn router(state: AppState) -> Router {
             extract::MAX_BODY_BYTES,
         ))
         .layer(axum::middleware::from_fn(request_id::middleware))
+        // The auth middleware reads the state from here: it is built with the routes, before
+        // there is a state to hand it.
+        .layer(Extension(state.clone()))
         .with_state(state)
 }
 

@@ -1,4 +1,9 @@
-//! Prometheus metrics: request counts and latencies by route and status, served at `/metrics`.
+//! Prometheus metrics: request counts and latencies by route and status, and queue depths,
+//! served at `/metrics`.
+//!
+//! Queue depths (`conveyor_queue_jobs{queue, state}`) are read from Redis when Prometheus
+//! scrapes, so they are exact at scrape time and cost nothing between scrapes; if Redis is down
+//! the scrape still answers, with the request metrics and the last depths seen.
 //!
 //! The `metrics` facade has one global recorder per process; [`handle`] installs it on first use
 //! so several routers in one test process share it. Routes are labelled by their matched pattern
@@ -7,12 +12,19 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use conveyor_core::job::{SYNC_QUEUE, WEBHOOK_QUEUE};
+use conveyor_queue::QueueStats;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::AppState;
 
 /// Name of the request counter.
 pub const REQUESTS_TOTAL: &str = "conveyor_api_requests_total";
+/// Name of the queue depth gauge.
+pub const QUEUE_JOBS: &str = "conveyor_queue_jobs";
 /// Name of the request latency histogram.
 pub const REQUEST_DURATION: &str = "conveyor_api_request_duration_seconds";
 
@@ -38,6 +50,32 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
+/// Sets the queue depth gauges from Redis; leaves them as they were if Redis does not answer.
+async fn record_queue_depths(state: &AppState) {
+    let Ok(backends) = state.backends().await else {
+        return;
+    };
+    let (syncs, webhooks) = tokio::join!(backends.syncs.stats(), backends.webhooks.stats());
+    for (queue, stats) in [(SYNC_QUEUE, syncs), (WEBHOOK_QUEUE, webhooks)] {
+        match stats {
+            Ok(stats) => set_depths(queue, stats),
+            Err(err) => tracing::warn!(queue, error = %err, "queue depths not read for /metrics"),
+        }
+    }
+}
+
+fn set_depths(queue: &'static str, stats: QueueStats) {
+    for (state, count) in [
+        ("ready", stats.ready),
+        ("scheduled", stats.scheduled),
+        ("running", stats.running),
+        ("dead", stats.dead),
+    ] {
+        // Depths are far below 2^53, so the float is exact.
+        metrics::gauge!(QUEUE_JOBS, "queue" => queue, "state" => state).set(count as f64);
+    }
+}
+
 /// Records one served request.
 pub fn record_request(method: &str, route: &str, status: u16, elapsed: Duration) {
     let labels = [
@@ -56,7 +94,8 @@ pub fn record_request(method: &str, route: &str, status: u16, elapsed: Duration)
     tag = "meta",
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain"))
 )]
-pub async fn render() -> impl IntoResponse {
+pub(crate) async fn render(State(state): State<AppState>) -> impl IntoResponse {
+    record_queue_depths(&state).await;
     (
         StatusCode::OK,
         [(

@@ -45,6 +45,7 @@ pub async fn middleware(request: Request, next: Next) -> Response {
         method = %request.method(),
         path = %request.uri().path(),
         client_request_id = client_request_id.as_deref(),
+        api_key_id = tracing::field::Empty,
     );
     let started = std::time::Instant::now();
     let mut response = CURRENT

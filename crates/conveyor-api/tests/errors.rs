@@ -4,13 +4,15 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::response::IntoResponse;
 use conveyor_api::error::ApiError;
-use conveyor_api::{AppState, Config, router};
+use conveyor_api::{AppState, router};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
+mod support;
+
 fn state() -> AppState {
     // No Redis is needed for routing errors; the link connects lazily.
-    AppState::new(&Config::from_lookup(|_| None).unwrap()).unwrap()
+    support::offline_state()
 }
 
 async fn body_json(response: axum::response::Response) -> serde_json::Value {

@@ -2,16 +2,15 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use conveyor_api::{AppState, Config, router};
+use conveyor_api::{AppState, router};
+
+mod support;
 use conveyor_testkit::RedisServer;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 fn state_for(server: &RedisServer) -> AppState {
-    let url = server.url();
-    let config =
-        Config::from_lookup(|key| (key == "CONVEYOR_REDIS_URL").then(|| url.clone())).unwrap();
-    AppState::new(&config).unwrap()
+    AppState::new(&support::config(&server.url(), &[])).unwrap()
 }
 
 async fn get(state: &AppState, path: &str) -> (StatusCode, serde_json::Value) {
