@@ -12,6 +12,7 @@
 //! | `CONVEYOR_RETRY_BACKOFF_BASE` | delay before the first retry of a failed job (doubles per retry, with jitter) | 1s |
 //! | `CONVEYOR_RETRY_BACKOFF_CAP` | longest delay between retries | 10m |
 //! | `CONVEYOR_SHUTDOWN_DEADLINE` | after SIGTERM, how long running jobs may take before they are handed back | 30s |
+//! | `CONVEYOR_SCHEDULER_*`, `CONVEYOR_OFFLINE_BACKOFF_*` | the scheduler: see [`SchedulerConfig`](crate::scheduler::SchedulerConfig) | |
 //!
 //! Durations are written with a unit: `250ms`, `30s`, `5m`, `2h`. A job's attempt limit is not
 //! a worker setting: the producer (API, scheduler) stores it with each job when it pushes it.
@@ -53,6 +54,8 @@ pub struct Config {
     /// `CONVEYOR_SHUTDOWN_DEADLINE`: after SIGTERM, how long running jobs may take to finish
     /// before they are handed back to the queue. Defaults to 30 seconds.
     pub shutdown_deadline: Duration,
+    /// The scheduler's settings (`CONVEYOR_SCHEDULER_*`, `CONVEYOR_OFFLINE_BACKOFF_*`).
+    pub scheduler: crate::scheduler::SchedulerConfig,
 }
 
 impl Config {
@@ -95,6 +98,7 @@ impl Config {
         }
         let shutdown_deadline =
             reader.duration("CONVEYOR_SHUTDOWN_DEADLINE", Duration::from_secs(30));
+        let scheduler = crate::scheduler::SchedulerConfig::read(&mut reader);
         reader.finish()?;
         Ok(Config {
             common,
@@ -107,6 +111,7 @@ impl Config {
             backoff_base,
             backoff_cap,
             shutdown_deadline,
+            scheduler,
         })
     }
 }
