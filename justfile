@@ -36,7 +36,7 @@ run-worker:
 
 # One worker fully syncs RECORDS purchase orders from the simulator, then 1,000 changes incrementally; writes bench/results/sync.json.
 bench-sync RECORDS="1000000": setup
-    cargo build --release --bin conveyor-worker --bin bench-sync
+    cargo build --release -p conveyor-worker -p conveyor-bench --bin conveyor-worker --bin bench-sync
     target/release/bench-sync {{RECORDS}}
 
 # Run every benchmark and write bench/results/*.json.

@@ -12,14 +12,11 @@
 #[path = "sync_support.rs"]
 mod support;
 
-use std::time::Duration;
-
 use chrono::Utc;
 use conveyor_core::{ConnectionStatus, Entity, EventType, SyncMode};
 use conveyor_queue::JobState;
 use conveyor_sim::{FaultKind, FaultSpec};
 use conveyor_store::RunStatus;
-use conveyor_sync::job_id_of;
 use support::{Harness, InProcessWorker, MAX_ATTEMPTS, Setup, worker_env};
 
 async fn harness() -> Harness {
@@ -52,13 +49,7 @@ async fn outage_goes_offline_is_retried_and_recovers_online() {
     assert_eq!(run.status, RunStatus::Failed, "{run:?}");
     assert_eq!(run.attempts, MAX_ATTEMPTS, "retried, then out of attempts");
     assert_eq!(run.error.as_ref().unwrap().code, "server_error");
-    let job = harness
-        .queue
-        .job_detail(job_id_of(failing))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(matches!(job.status.state, JobState::Dead { .. }), "{job:?}");
+    let job = harness.wait_dead(failing).await;
     assert_eq!(job.errors.len(), MAX_ATTEMPTS as usize);
     assert_eq!(job.errors[0].kind, "server_error");
 
@@ -144,13 +135,7 @@ async fn rejected_credentials_require_auth_and_abort_without_retry() {
     assert_eq!(run.attempts, 1, "no retry");
     assert_eq!(run.error.as_ref().unwrap().code, "auth_rejected");
     assert_eq!(harness.list_requests(), 1, "one request, not retried");
-    let job = harness
-        .queue
-        .status(job_id_of(sync_id))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(matches!(job.state, JobState::Dead { .. }), "{job:?}");
+    let job = harness.wait_dead(sync_id).await.status;
     assert_eq!(job.attempts, 1);
 
     let status = harness
@@ -196,24 +181,12 @@ async fn rate_limit_snoozes_without_using_an_attempt() {
         })
         .await;
     assert_eq!(run.error.as_ref().unwrap().code, "rate_limited");
-    // The queue records the snooze right after the handler returns; poll for it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let job = loop {
-        let job = harness
-            .queue
-            .status(job_id_of(sync_id))
-            .await
-            .unwrap()
-            .unwrap();
-        if matches!(job.state, JobState::Scheduled { .. }) {
-            break job;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never snoozed: {job:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let job = harness
+        .wait_job(sync_id, |job| {
+            matches!(job.status.state, JobState::Scheduled { .. })
+        })
+        .await
+        .status;
     let JobState::Scheduled { run_at } = job.state else {
         unreachable!("matched above")
     };
@@ -274,13 +247,7 @@ async fn missing_entity_path_aborts() {
     assert_eq!(run.status, RunStatus::Failed, "{run:?}");
     assert_eq!(run.attempts, 1);
     assert_eq!(run.error.as_ref().unwrap().code, "config");
-    let job = harness
-        .queue
-        .status(job_id_of(sync_id))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(matches!(job.state, JobState::Dead { .. }), "{job:?}");
+    harness.wait_dead(sync_id).await;
     let status = harness
         .store
         .get_status(&harness.connection_id())

@@ -25,7 +25,7 @@ use conveyor_core::{
     Connection, ConnectionId, Credentials, Entity, EntityConfig, Event, EventType, ProfileKind,
     SourceSettings, SyncId, SyncJob, SyncMode, SyncTrigger, TenantId,
 };
-use conveyor_queue::{Queue, QueueConfig};
+use conveyor_queue::{JobDetail, Queue, QueueConfig};
 use conveyor_runtime::Shutdown;
 use conveyor_sim::{SimConfig, SimHandle, external_key};
 use conveyor_store::{EncryptionKey, Store, StoreConfig, SyncRun};
@@ -164,6 +164,36 @@ impl Harness {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// Polls the sync's job until `done` says so (the queue records an outcome just after the
+    /// handler has written the run); panics after 10 seconds.
+    pub async fn wait_job(&self, sync_id: SyncId, done: impl Fn(&JobDetail) -> bool) -> JobDetail {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let job = self
+                .queue
+                .job_detail(conveyor_sync::job_id_of(sync_id))
+                .await
+                .unwrap()
+                .expect("the job exists");
+            if done(&job) {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job of {sync_id} never got there: {job:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the sync's job is dead-lettered.
+    pub async fn wait_dead(&self, sync_id: SyncId) -> JobDetail {
+        self.wait_job(sync_id, |job| {
+            matches!(job.status.state, conveyor_queue::JobState::Dead { .. })
+        })
+        .await
     }
 
     /// Waits until the run is finished (succeeded or failed).
