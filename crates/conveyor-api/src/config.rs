@@ -7,6 +7,7 @@
 //! | `CONVEYOR_ENCRYPTION_KEYS` | **required**: credential keys `id:base64,...`, the active key first (the same list as the workers') | — |
 //! | `CONVEYOR_API_RATE_LIMIT` | requests per minute per API key, shared by every replica, 1–10,000,000 | 1200 |
 //! | `CONVEYOR_API_RATE_BURST` | requests one key may make at once after a quiet period, 1–1,000,000 | 100 |
+//! | `CONVEYOR_WEBHOOKS_ALLOW_PRIVATE` | accept webhook URLs on private, loopback and link-local addresses (demos and tests only) | false |
 //! | `CONVEYOR_API_KEY_CACHE` | how long a replica trusts an authenticated key before asking Redis again (`0s` turns the cache off) | 5s |
 
 use std::net::SocketAddr;
@@ -43,6 +44,10 @@ pub struct Config {
     /// Redis. Defaults to 5 seconds; `0s` asks Redis on every request. A key revoked through
     /// another replica keeps working here for at most this long.
     pub key_cache: Duration,
+    /// `CONVEYOR_WEBHOOKS_ALLOW_PRIVATE`: accept webhook URLs whose host is a private, loopback
+    /// or link-local address. Defaults to false; demos and tests set it (workers read the same
+    /// variable for deliveries).
+    pub webhooks_allow_private: bool,
 }
 
 impl Config {
@@ -69,6 +74,7 @@ impl Config {
         );
         let burst = reader.ranged("CONVEYOR_API_RATE_BURST", DEFAULT_RATE_BURST, 1, 1_000_000);
         let key_cache = reader.duration("CONVEYOR_API_KEY_CACHE", DEFAULT_KEY_CACHE);
+        let webhooks_allow_private = reader.flag("CONVEYOR_WEBHOOKS_ALLOW_PRIVATE", false);
         reader.finish()?;
         Ok(Config {
             common,
@@ -76,6 +82,7 @@ impl Config {
             encryption_keys,
             rate_limit: RateLimitPolicy { per_minute, burst },
             key_cache,
+            webhooks_allow_private,
         })
     }
 }

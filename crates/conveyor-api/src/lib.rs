@@ -20,6 +20,7 @@ pub mod request_id;
 mod schema;
 mod state;
 mod syncs;
+mod webhooks;
 
 use std::net::SocketAddr;
 
@@ -57,6 +58,18 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(operations::dead_purge))
         .routes(routes!(api_keys::list, api_keys::create))
         .routes(routes!(api_keys::revoke))
+        .routes(routes!(webhooks::create_endpoint, webhooks::list_endpoints))
+        .routes(routes!(
+            webhooks::get_endpoint,
+            webhooks::update_endpoint,
+            webhooks::delete_endpoint
+        ))
+        .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhooks::test_delivery))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(webhooks::get_delivery))
+        .routes(routes!(webhooks::redeliver_delivery))
+        .routes(routes!(webhooks::redeliver_many))
         .route_layer(axum::middleware::from_fn(auth::middleware));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(health::healthz))

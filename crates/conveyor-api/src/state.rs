@@ -46,6 +46,7 @@ struct Inner {
     backends: OnceCell<Backends>,
     rate_limit: RateLimitPolicy,
     key_cache: KeyCache,
+    webhooks_allow_private: bool,
 }
 
 impl AppState {
@@ -62,6 +63,7 @@ impl AppState {
                 backends: OnceCell::new(),
                 rate_limit: config.rate_limit,
                 key_cache: KeyCache::new(config.key_cache),
+                webhooks_allow_private: config.webhooks_allow_private,
             }),
         })
     }
@@ -108,5 +110,10 @@ impl AppState {
 
     pub(crate) fn key_cache(&self) -> &KeyCache {
         &self.inner.key_cache
+    }
+
+    /// Whether webhook URLs may name non-public addresses (`CONVEYOR_WEBHOOKS_ALLOW_PRIVATE`).
+    pub fn webhooks_allow_private(&self) -> bool {
+        self.inner.webhooks_allow_private
     }
 }

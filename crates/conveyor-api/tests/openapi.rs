@@ -51,6 +51,8 @@ fn placeholder(name: &str) -> &'static str {
         "entity" => "assets",
         "queue" => "syncs",
         "key" => "A-1",
+        "endpoint_id" => "whe_01JD0000000000000000000000",
+        "delivery_id" => "dlv_01JD0000000000000000000000",
         other => panic!("path parameter `{other}` has no placeholder; add one"),
     }
 }
