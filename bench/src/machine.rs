@@ -84,21 +84,26 @@ impl Checkout {
                 .output()
                 .ok()
                 .filter(|output| output.status.success())
-                .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+                .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
         };
         let mut status_args = vec!["status", "--porcelain", "--"];
         status_args.extend_from_slice(paths);
-        let uncommitted = git(&status_args)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|line| line.get(3..))
-            .map(str::to_owned)
-            .collect();
+        let uncommitted = porcelain_paths(&git(&status_args).unwrap_or_default());
         Checkout {
-            commit: git(&["rev-parse", "HEAD"]),
+            commit: git(&["rev-parse", "HEAD"]).map(|commit| commit.trim().to_owned()),
             uncommitted,
         }
     }
+}
+
+/// The paths in `git status --porcelain` output. Lines are `XY path`, and X is a space for an
+/// unstaged change, so the text must not be trimmed first.
+fn porcelain_paths(status: &str) -> Vec<String> {
+    status
+        .lines()
+        .filter_map(|line| line.get(3..))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The `redis_version` field of an INFO server reply.
@@ -128,6 +133,15 @@ pub fn locked_version(package: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_paths_from_git_status() {
+        let status = " M Cargo.lock\nM  bench/src/lib.rs\n?? bench/new.rs\n";
+        assert_eq!(
+            porcelain_paths(status),
+            ["Cargo.lock", "bench/src/lib.rs", "bench/new.rs"]
+        );
+    }
 
     #[test]
     fn finds_locked_versions() {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use chrono::Utc;
 use conveyor_bench::machine::{Machine, redis_version};
+use conveyor_bench::redis_counters;
 use conveyor_core::job::SYNC_QUEUE;
 use conveyor_core::{
     Connection, ConnectionId, Credentials, Entity, EntityConfig, ProfileKind, SourceSettings,
@@ -42,6 +43,29 @@ struct Full {
     seconds: f64,
     records_per_s: f64,
     peak_rss_mib: f64,
+    /// Where the time went: CPU seconds of each part during the full sync.
+    cpu_seconds: CpuSeconds,
+}
+
+/// CPU seconds used by each part during one sync, to tell which one limits throughput.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct CpuSeconds {
+    /// The worker process: HTTP, JSON parsing, mapping, hashing, Redis client.
+    worker: f64,
+    /// redis-server: the upsert scripts.
+    redis: f64,
+    /// This process: the simulator rendering pages.
+    simulator: f64,
+}
+
+impl CpuSeconds {
+    fn minus(self, before: CpuSeconds) -> CpuSeconds {
+        CpuSeconds {
+            worker: self.worker - before.worker,
+            redis: self.redis - before.redis,
+            simulator: self.simulator - before.simulator,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -174,6 +198,24 @@ impl Scenario {
         }
     }
 
+    /// CPU seconds used so far by the worker, Redis and this process (the simulator).
+    fn cpu_seconds(&self) -> anyhow::Result<CpuSeconds> {
+        // schedstat's first field is the time on CPU in nanoseconds, all threads.
+        let schedstat = std::fs::read_to_string(format!("/proc/{}/schedstat", self.worker.pid()))
+            .context("reading the worker's schedstat")?;
+        let worker_ns: f64 = schedstat
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse().ok())
+            .context("no CPU time in the worker's schedstat")?;
+        let mut connection = self.redis.client().get_connection()?;
+        Ok(CpuSeconds {
+            worker: worker_ns / 1e9,
+            redis: redis_counters::cpu_seconds(&mut connection)?,
+            simulator: conveyor_bench::phase::cpu_seconds().unwrap_or(0.0),
+        })
+    }
+
     /// The worker's peak resident memory so far, in MiB.
     fn worker_peak_rss_mib(&self) -> anyhow::Result<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.worker.pid()))
@@ -252,7 +294,9 @@ async fn main() -> anyhow::Result<()> {
 
     eprintln!("full sync of {records} records...");
     let big = Scenario::start(records).await?;
+    let cpu_before = big.cpu_seconds()?;
     let (full_run, full_seconds) = big.sync(SyncMode::Full).await?;
+    let cpu = big.cpu_seconds()?.minus(cpu_before);
     if full_run.records_written != records {
         bail!(
             "the full sync wrote {} records, not {records}",
@@ -264,6 +308,7 @@ async fn main() -> anyhow::Result<()> {
         seconds: full_seconds,
         records_per_s: records as f64 / full_seconds,
         peak_rss_mib: big.worker_peak_rss_mib()?,
+        cpu_seconds: cpu,
     };
 
     eprintln!("{CHANGES} changes, then an incremental sync...");
@@ -318,6 +363,14 @@ fn print_table(results: &Results) {
         results.full.seconds,
         results.full.records_per_s,
         target(results.full.records_per_s >= 100_000.0)
+    );
+    let cpu = results.full.cpu_seconds;
+    println!(
+        "| CPU during the full sync | worker {:.1} s, redis {:.1} s, simulator {:.1} s ({:.0} records per worker CPU-second) | | |",
+        cpu.worker,
+        cpu.redis,
+        cpu.simulator,
+        results.full.records as f64 / cpu.worker
     );
     println!(
         "| worker peak RSS, {} records | {:.1} MiB | < 100 MiB | {} |",

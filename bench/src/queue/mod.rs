@@ -239,7 +239,7 @@ pub fn run(settings: &Settings) -> Result<QueueResults, BenchError> {
                      MONITOR pass of counting_pass_jobs jobs",
         },
         machine: Machine::describe(redis_version(&mut harness.connection)),
-        checkout: Checkout::describe(&["crates/conveyor-queue", "bench", "Cargo.lock"]),
+        checkout: Checkout::describe(&["crates/conveyor-queue", "bench"]),
         finished_at_unix: 0,
     };
     for system in &settings.systems {
