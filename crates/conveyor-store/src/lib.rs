@@ -45,7 +45,7 @@
 //! | `conveyor:{conn}:deliveries` | zset (lex) | delivery ids, by event time |
 //! | `conveyor:{conn}:deliveries:endpoint:{whe}` | zset (lex) | one endpoint's delivery ids |
 //! | `conveyor:{conn}:deliveries:event:{evt}` | zset (lex) | one event's delivery ids |
-//! | `conveyor:{conn}:schedule` | hash | `due:{entity}`, `interval:{entity}` ms, `revision`, `probe_at`, `probe_failures`, `blocked_credentials` |
+//! | `conveyor:{conn}:schedule` | hash | `due:{entity}`, `interval:{entity}` ms, `revision`, `probe_at`, `probe_failures`, `probes`, `blocked_credentials` (digest) |
 //! | `conveyor:{conn}:records:{entity}` | hash | external key → record JSON as the source gave it |
 //! | `conveyor:{conn}:records:{entity}:meta` | hash | external key → content hash, deleted flag, source ms, last full run that saw it, change position (joined by a bar) |
 //! | `conveyor:{conn}:records:{entity}:changes` | zset (lex) | change positions `synced_ms:seq:key` |

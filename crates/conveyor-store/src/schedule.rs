@@ -4,10 +4,10 @@
 //! # Keys
 //!
 //! - `conveyor:{conn}:schedule` (hash): `due:{entity}` and `interval:{entity}` (ms) for every
-//!   scheduled entity; `revision`, the configuration the entries were built from; `probe_at` and
-//!   `probe_failures`, the next probe of an offline connection and the failure count it was
-//!   computed for; `blocked_credentials`, the credentials a connection needing new credentials
-//!   was blocked with.
+//!   scheduled entity; `revision`, the configuration the entries were built from; `probe_at`,
+//!   `probe_failures` and `probes`, the next probe of an offline connection, the failure count it
+//!   was computed for, and the probes claimed since it went offline; `blocked_credentials`, a
+//!   digest of the credentials a connection needing new credentials was blocked with.
 //! - `conveyor:schedule:due` (zset): connection id → the earliest time its schedule needs a look
 //!   (a due entity, a probe, a credentials re-check). Schedulers poll only this index, so a tick
 //!   costs one call plus one script per connection that is actually due.
@@ -28,9 +28,11 @@
 //!   moves forward on its grid (`due + k × interval`, the first one in the future), so slots
 //!   missed while every scheduler was down collapse into one sync and the grid never drifts.
 //! - `offline`: the entity schedule is suspended; one probe (the most overdue entity) is claimed
-//!   when `probe_at` passes. `probe_at` is `last_error_at + backoff(consecutive failures)`, set
-//!   once per failure count so every scheduler agrees on one jittered time; after a claim it is
-//!   re-armed in case the probe never runs (its job was merged into one still queued).
+//!   when `probe_at` passes. `probe_at` is `last_error_at + backoff(probes claimed so far + 1)`,
+//!   set once per failure count so every scheduler agrees on one jittered time; after a claim it
+//!   is re-armed in case the probe never runs (its job was merged into one still queued). The
+//!   backoff counts probes, not failures: the queue's quick retries of the sync that first hit
+//!   the outage are failures too, and counting them would start the probes far up the curve.
 //! - `auth_required`: nothing is claimed until the credentials change (their ciphertext nonce
 //!   differs from the one recorded when the block began); then one probe is claimed.
 //!
@@ -128,7 +130,7 @@ static RECONCILE: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// KEYS: schedule, status, credentials, connection. ARGV: expected status, expected consecutive
-/// failures, probe time ms (offline), re-arm delay ms, re-check delay ms.
+/// failures, probe time ms (offline), re-arm delay ms, re-check delay ms, expected probes.
 /// Returns {outcome, next look ms or -1, server now ms, claimed entities...}.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
@@ -140,7 +142,9 @@ static CLAIM: LazyLock<Script> = LazyLock::new(|| {
         end
         local status = redis.call('HGET', KEYS[2], 'status') or 'unknown'
         local failures = redis.call('HGET', KEYS[2], 'consecutive_failures') or '0'
-        if status ~= ARGV[1] or tonumber(failures) ~= tonumber(ARGV[2]) then
+        local probes = redis.call('HGET', KEYS[1], 'probes') or '0'
+        if status ~= ARGV[1] or tonumber(failures) ~= tonumber(ARGV[2])
+          or (status == 'offline' and tonumber(probes) ~= tonumber(ARGV[6])) then
           return {{'stale', now, now}}
         end
         local list = entries(KEYS[1])
@@ -157,15 +161,18 @@ static CLAIM: LazyLock<Script> = LazyLock::new(|| {
           end
           local next = now + tonumber(ARGV[4])
           redis.call('HSET', KEYS[1], 'probe_at', string.format('%d', next))
+          redis.call('HINCRBY', KEYS[1], 'probes', 1)
           redis.call('HSET', KEYS[2], 'next_attempt_at', string.format('%d', next))
           advance(KEYS[1], list[1], now)
           return {{'probe', next, now, list[1].entity}}
         end
-        redis.call('HDEL', KEYS[1], 'probe_at', 'probe_failures')
+        redis.call('HDEL', KEYS[1], 'probe_at', 'probe_failures', 'probes')
         if status == 'auth_required' then
           redis.call('HDEL', KEYS[2], 'next_attempt_at')
           local next = now + tonumber(ARGV[5])
-          local nonce = redis.call('HGET', KEYS[3], 'nonce') or ''
+          -- The nonce is binary and changes with every write of the credentials: keep its
+          -- digest, which fits a text field.
+          local nonce = redis.sha1hex(redis.call('HGET', KEYS[3], 'nonce') or '')
           local blocked = redis.call('HGET', KEYS[1], 'blocked_credentials')
           if blocked == false then
             redis.call('HSET', KEYS[1], 'blocked_credentials', nonce)
@@ -230,6 +237,8 @@ pub struct Schedule {
     pub entities: BTreeMap<Entity, EntitySchedule>,
     /// When the next probe of an offline connection is due.
     pub probe_at: Option<DateTime<Utc>>,
+    /// Probes claimed since the connection went offline.
+    pub probes: u32,
 }
 
 /// What the scheduler knew about a connection's health when it asked for a claim; the claim is
@@ -240,8 +249,12 @@ pub struct ClaimContext {
     pub status: ConnectionStatus,
     /// The consecutive failures read.
     pub consecutive_failures: u64,
+    /// For an offline connection: the probes claimed since it went offline, as read from
+    /// [`Schedule::probes`].
+    pub probes: u32,
     /// For an offline connection: when its next probe is due for this failure count (the last
-    /// error's time plus the backoff delay). Used only if no probe was set for this count yet.
+    /// error's time plus the backoff delay for `probes + 1`). Used only if no probe was set for
+    /// this count yet.
     pub probe_at: DateTime<Utc>,
     /// For an offline connection: how long after a claimed probe to probe again if the failure
     /// count has not moved by then (the probe's job may never have run).
@@ -397,6 +410,7 @@ impl Store {
             .arg(to_ms(context.probe_at))
             .arg(millis(context.probe_rearm).max(1))
             .arg(millis(context.recheck).max(1))
+            .arg(context.probes)
             .invoke_async(&mut self.redis())
             .await?;
         let mut reply = reply.into_iter();
@@ -461,6 +475,9 @@ impl Store {
         };
         if let Some(text) = fields.get("probe_at") {
             schedule.probe_at = Some(from_ms(&key, ms("probe_at", text)?)?);
+        }
+        if let Some(text) = fields.get("probes") {
+            schedule.probes = u32::try_from(ms("probes", text)?).unwrap_or(u32::MAX);
         }
         for (field, text) in &fields {
             let Some(name) = field.strip_prefix("due:") else {

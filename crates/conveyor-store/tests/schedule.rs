@@ -72,6 +72,7 @@ async fn context(store: &Store, id: &ConnectionId, probe_at: DateTime<Utc>) -> C
     ClaimContext {
         status: status.status,
         consecutive_failures: status.consecutive_failures,
+        probes: store.get_schedule(id).await.unwrap().probes,
         probe_at,
         probe_rearm: Duration::from_secs(60),
         recheck: Duration::from_millis(100),
@@ -355,6 +356,7 @@ async fn offline_connections_are_probed_once_per_backoff_step() {
         vec![Entity::WorkOrders],
         "a probe syncs one entity, the most overdue"
     );
+    assert_eq!(store.get_schedule(&id).await.unwrap().probes, 1);
     let rearmed = probes[0].next_look.unwrap();
     assert!(rearmed >= probes[0].server_now + chrono::Duration::seconds(59));
 
@@ -398,7 +400,12 @@ async fn offline_connections_are_probed_once_per_backoff_step() {
         !online.entities.contains(&Entity::Assets),
         "assets are not due for a minute: {online:?}"
     );
-    assert_eq!(store.get_schedule(&id).await.unwrap().probe_at, None);
+    let schedule = store.get_schedule(&id).await.unwrap();
+    assert_eq!(
+        (schedule.probe_at, schedule.probes),
+        (None, 0),
+        "reset for the next outage"
+    );
 }
 
 #[tokio::test]

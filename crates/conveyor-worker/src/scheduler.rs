@@ -261,11 +261,15 @@ impl Scheduler {
     ) -> anyhow::Result<()> {
         let status = self.store.get_status(connection_id).await?;
         let backoff = &self.config.offline_backoff;
-        let failures = u32::try_from(status.consecutive_failures)
-            .unwrap_or(u32::MAX)
-            .max(1);
-        // The probe time counts from the last failure, which Redis stamped: no local clock.
-        let probe_delay = backoff.delay(failures);
+        let probes = if status.status == ConnectionStatus::Offline {
+            self.store.get_schedule(connection_id).await?.probes
+        } else {
+            0
+        };
+        // The n-th probe of an outage waits backoff(n) after the last failure, which Redis
+        // stamped: no local clock decides.
+        let step = probes.saturating_add(1);
+        let probe_delay = backoff.delay(step);
         let probe_at = status
             .last_error
             .as_ref()
@@ -275,8 +279,9 @@ impl Scheduler {
         let context = ClaimContext {
             status: status.status,
             consecutive_failures: status.consecutive_failures,
+            probes,
             probe_at,
-            probe_rearm: backoff.delay(failures),
+            probe_rearm: backoff.delay(step),
             recheck: self.config.rescan,
         };
         let claim = self.store.claim_schedule(connection_id, &context).await?;
