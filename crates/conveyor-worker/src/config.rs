@@ -13,6 +13,7 @@
 //! | `CONVEYOR_RETRY_BACKOFF_CAP` | longest delay between retries | 10m |
 //! | `CONVEYOR_SHUTDOWN_DEADLINE` | after SIGTERM, how long running jobs may take before they are handed back | 30s |
 //! | `CONVEYOR_SCHEDULER_*`, `CONVEYOR_OFFLINE_BACKOFF_*` | the scheduler: see [`SchedulerConfig`](crate::scheduler::SchedulerConfig) | |
+//! | `CONVEYOR_WEBHOOK*` | webhook dispatch and delivery: see [`WebhookSettings`](crate::webhooks::WebhookSettings) | |
 //!
 //! Durations are written with a unit: `250ms`, `30s`, `5m`, `2h`. A job's attempt limit is not
 //! a worker setting: the producer (API, scheduler) stores it with each job when it pushes it.
@@ -56,6 +57,8 @@ pub struct Config {
     pub shutdown_deadline: Duration,
     /// The scheduler's settings (`CONVEYOR_SCHEDULER_*`, `CONVEYOR_OFFLINE_BACKOFF_*`).
     pub scheduler: crate::scheduler::SchedulerConfig,
+    /// Webhook dispatch and delivery (`CONVEYOR_WEBHOOK*`).
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 impl Config {
@@ -99,6 +102,7 @@ impl Config {
         let shutdown_deadline =
             reader.duration("CONVEYOR_SHUTDOWN_DEADLINE", Duration::from_secs(30));
         let scheduler = crate::scheduler::SchedulerConfig::read(&mut reader);
+        let webhooks = crate::webhooks::WebhookSettings::read(&mut reader);
         reader.finish()?;
         Ok(Config {
             common,
@@ -112,6 +116,7 @@ impl Config {
             backoff_cap,
             shutdown_deadline,
             scheduler,
+            webhooks,
         })
     }
 }

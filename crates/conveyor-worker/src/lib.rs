@@ -20,7 +20,7 @@ use anyhow::Context as _;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use conveyor_connectors::RetryPolicy;
 use conveyor_core::SyncJob;
-use conveyor_core::job::SYNC_QUEUE;
+use conveyor_core::job::{SYNC_QUEUE, WEBHOOK_QUEUE};
 use conveyor_queue::{BackoffPolicy, Queue, QueueConfig, WorkerOptions};
 use conveyor_runtime::{RedisLink, Shutdown};
 use conveyor_store::{Store, StoreConfig};
@@ -58,7 +58,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         config.scheduler.clone(),
     );
     let engine = SyncEngine::new(
-        store,
+        store.clone(),
         reqwest::Client::new(),
         EngineSettings {
             permits: PermitSettings {
@@ -83,6 +83,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         jobs::sync::run(sync_queue, engine, options, shutdown.clone()),
     ));
     kinds.spawn(named("scheduler", scheduler::run(scheduler, shutdown.clone())));
+    kinds.spawn(named(WEBHOOK_QUEUE, webhooks::run(store, &config, shutdown.clone())));
     tracing::info!(
         concurrency = config.concurrency,
         source_concurrency = config.source_concurrency,

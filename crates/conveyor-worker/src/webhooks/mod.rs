@@ -42,6 +42,25 @@ pub fn queue_config(settings: &WebhookSettings, lease: Duration) -> QueueConfig 
     }
 }
 
+/// The supervisor's entry: connects the webhook queue with the worker's settings, then
+/// [`serve`]s it.
+pub(crate) fn run(
+    store: Store,
+    config: &crate::Config,
+    shutdown: Shutdown,
+) -> impl Future<Output = anyhow::Result<()>> + Send + 'static {
+    let redis_url = config.common.redis_url.clone();
+    let queue_config = queue_config(&config.webhooks, config.lease);
+    let settings = config.webhooks.clone();
+    let shutdown_deadline = config.shutdown_deadline;
+    async move {
+        let queue = Queue::<DeliveryJob>::connect(&redis_url, queue_config)
+            .await
+            .context("connecting the webhook queue")?;
+        serve(store, queue, settings, shutdown_deadline, shutdown).await
+    }
+}
+
 /// Runs the dispatcher and the delivery workers until `shutdown` trips; running deliveries then
 /// get `shutdown_deadline` to finish before they are handed back.
 pub async fn serve(
