@@ -109,7 +109,7 @@ fn worker_waits_for_redis_logs_ready_and_exits_on_sigterm() {
     let status = worker
         .process()
         .wait_timeout(Duration::from_secs(10))
-        .expect("exits after SIGTERM");
+        .unwrap_or_else(|| panic!("no exit after SIGTERM:\n{}", worker.output()));
     assert!(
         status.success(),
         "clean exit, got {status}:\n{}",

@@ -36,7 +36,11 @@ async fn full_then_incremental_then_full_finds_changes_and_deletions() {
     let after = Utc::now();
     assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
     assert_eq!(
-        (run.records_fetched, run.records_written, run.records_unchanged),
+        (
+            run.records_fetched,
+            run.records_written,
+            run.records_unchanged
+        ),
         (120, 120, 0)
     );
     assert_eq!(run.records_deleted, 0);
@@ -49,7 +53,11 @@ async fn full_then_incremental_then_full_finds_changes_and_deletions() {
         .await
         .unwrap()
         .expect("a completed run sets the cursor");
-    assert!(between(cursor, before - chrono::Duration::seconds(1), after));
+    assert!(between(
+        cursor,
+        before - chrono::Duration::seconds(1),
+        after
+    ));
     let status = harness.store.get_status(&connection_id).await.unwrap();
     assert_eq!(status.status, ConnectionStatus::Online);
     assert_eq!(status.data_as_of.get(&entity), Some(&cursor));
@@ -127,7 +135,9 @@ async fn full_then_incremental_then_full_finds_changes_and_deletions() {
     assert_eq!(last["counts"]["records_deleted"], 4);
     assert!(last.get("error").is_none());
     assert_eq!(
-        harness.count_events(EventType::ConnectionStatusChanged).await,
+        harness
+            .count_events(EventType::ConnectionStatusChanged)
+            .await,
         0
     );
     worker.stop().await;
@@ -154,12 +164,17 @@ async fn a_fault_at_page_four_resumes_from_the_checkpoint() {
     let run = harness.wait_finished(sync_id).await;
     assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
     assert_eq!(run.attempts, 2, "one failed attempt, one retry");
-    assert_eq!(run.records_fetched, 100, "counts carried over, nothing counted twice");
+    assert_eq!(
+        run.records_fetched, 100,
+        "counts carried over, nothing counted twice"
+    );
     assert_eq!(run.records_written, 100);
     assert!(run.pages >= 10);
     // Every page was requested once, and page 4 twice: the retry did not read pages 1-3 again.
     assert_eq!(harness.list_requests(), run.pages + 1, "{run:?}");
-    harness.assert_store_matches_source(Entity::WorkOrders).await;
+    harness
+        .assert_store_matches_source(Entity::WorkOrders)
+        .await;
     // A 500 says nothing about reachability: the connection went online with the success.
     let status = harness
         .store

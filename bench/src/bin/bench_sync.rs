@@ -200,17 +200,25 @@ impl Scenario {
 
     /// CPU seconds used so far by the worker, Redis and this process (the simulator).
     fn cpu_seconds(&self) -> anyhow::Result<CpuSeconds> {
-        // schedstat's first field is the time on CPU in nanoseconds, all threads.
-        let schedstat = std::fs::read_to_string(format!("/proc/{}/schedstat", self.worker.pid()))
-            .context("reading the worker's schedstat")?;
-        let worker_ns: f64 = schedstat
-            .split_whitespace()
-            .next()
-            .and_then(|ns| ns.parse().ok())
-            .context("no CPU time in the worker's schedstat")?;
+        // Fields 14 and 15 of /proc/<pid>/stat: user and system time of all threads, in
+        // clock ticks. The command name (field 2) may hold spaces, so count after its `)`.
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.worker.pid()))
+            .context("reading the worker's /proc stat")?;
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks = |index: usize| -> f64 {
+            fields
+                .get(index)
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(0.0)
+        };
+        // /proc reports in USER_HZ, which Linux fixes at 100 for user space.
+        let ticks_per_second = 100.0;
+        // After the name, field 3 (state) is index 0, so utime (14) is index 11.
+        let worker_ticks = ticks(11) + ticks(12);
         let mut connection = self.redis.client().get_connection()?;
         Ok(CpuSeconds {
-            worker: worker_ns / 1e9,
+            worker: worker_ticks / ticks_per_second,
             redis: redis_counters::cpu_seconds(&mut connection)?,
             simulator: conveyor_bench::phase::cpu_seconds().unwrap_or(0.0),
         })

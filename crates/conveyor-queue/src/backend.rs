@@ -49,6 +49,7 @@ use crate::queue::{Ack, AckOutcome, FetchResult, FetchedJob, Queue};
 pub struct RedisBackend<T> {
     queue: Queue<T>,
     hard_stop: CancellationToken,
+    started: CancellationToken,
     state: Option<Consumer>,
 }
 
@@ -69,6 +70,7 @@ impl<T> Clone for RedisBackend<T> {
         RedisBackend {
             queue: self.queue.clone(),
             hard_stop: self.hard_stop.clone(),
+            started: self.started.clone(),
             state: None,
         }
     }
@@ -112,8 +114,16 @@ impl<T> RedisBackend<T> {
         RedisBackend {
             queue,
             hard_stop: CancellationToken::new(),
+            started: CancellationToken::new(),
             state: None,
         }
+    }
+
+    /// Cancels `started` once the worker first polls this backend, that is once the worker is
+    /// running and can observe a shutdown request.
+    pub fn with_started(mut self, started: CancellationToken) -> Self {
+        self.started = started;
+        self
     }
 
     /// Uses `hard_stop` as the "shutdown deadline passed" signal seen by
@@ -174,6 +184,7 @@ impl<T: Send + Sync + 'static> RedisBackend<T> {
             )));
             tracing::info!(worker_id = %consumer.worker_id, "queue consumer started");
         }
+        self.started.cancel();
     }
 }
 

@@ -40,6 +40,10 @@ impl Default for WorkerOptions {
     }
 }
 
+/// How long a shutdown requested during startup waits for the worker to start, so that it can
+/// be stopped.
+const STARTUP_GRACE: Duration = Duration::from_secs(5);
+
 /// Runs `handler` over `queue` until `shutdown` resolves, then shuts down gracefully.
 ///
 /// ```ignore
@@ -60,7 +64,10 @@ where
 {
     let hard_stop = CancellationToken::new();
     let signalled = CancellationToken::new();
-    let backend = RedisBackend::new(queue.clone()).with_hard_stop(hard_stop.clone());
+    let started = CancellationToken::new();
+    let backend = RedisBackend::new(queue.clone())
+        .with_hard_stop(hard_stop.clone())
+        .with_started(started.clone());
     let name = format!("conveyor-{}", queue.name());
     let concurrency = options.concurrency.max(1);
     // Past the deadline a running handler resolves as "handed back"; the outcome layer then
@@ -88,6 +95,11 @@ where
         let signalled = signalled.clone();
         async move {
             shutdown.await;
+            // apalis only stops a worker that is already running when the monitor's shutdown
+            // starts; a signal that came earlier (during startup) would be lost and the worker
+            // would run on. Wait until the worker has polled its backend (bounded, in case it
+            // failed to start: then there is nothing to stop).
+            let _ = tokio::time::timeout(STARTUP_GRACE, started.cancelled()).await;
             tracing::info!("shutdown requested: no new jobs, waiting for running ones");
             signalled.cancel();
             Ok(())

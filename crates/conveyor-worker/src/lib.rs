@@ -52,11 +52,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         Queue::<SyncJob>::connect(&config.common.redis_url, queue_config(&config, SYNC_QUEUE))
             .await
             .context("connecting the sync queue")?;
-    let scheduler = scheduler::Scheduler::new(
-        store.clone(),
-        sync_queue.clone(),
-        config.scheduler.clone(),
-    );
+    let scheduler =
+        scheduler::Scheduler::new(store.clone(), sync_queue.clone(), config.scheduler.clone());
     let engine = SyncEngine::new(
         store.clone(),
         reqwest::Client::new(),
@@ -82,8 +79,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         SYNC_QUEUE,
         jobs::sync::run(sync_queue, engine, options, shutdown.clone()),
     ));
-    kinds.spawn(named("scheduler", scheduler::run(scheduler, shutdown.clone())));
-    kinds.spawn(named(WEBHOOK_QUEUE, webhooks::run(store, &config, shutdown.clone())));
+    kinds.spawn(named(
+        "scheduler",
+        scheduler::run(scheduler, shutdown.clone()),
+    ));
+    kinds.spawn(named(
+        WEBHOOK_QUEUE,
+        webhooks::run(store, &config, shutdown.clone()),
+    ));
     tracing::info!(
         concurrency = config.concurrency,
         source_concurrency = config.source_concurrency,
