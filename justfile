@@ -13,7 +13,7 @@ setup:
 
 # Start Redis, the source simulator, the API and two workers, run real syncs; Ctrl-C stops everything.
 demo: setup
-    cargo build --bins
+    cargo build --release --bins
     scripts/demo.sh
 
 # Run the whole test suite against real redis-server processes.
@@ -39,8 +39,13 @@ bench-sync RECORDS="1000000": setup
     cargo build --release -p conveyor-worker -p conveyor-bench --bin conveyor-worker --bin bench-sync
     target/release/bench-sync {{RECORDS}}
 
+# POST manual syncs to the API with 64 concurrent connections for SECONDS per phase (fresh, duplicate); writes bench/results/api.json.
+bench-api SECONDS="10": setup
+    cargo build --release -p conveyor-api -p conveyor-bench --bin conveyor-api --bin bench-api
+    target/release/bench-api --seconds {{SECONDS}}
+
 # Run every benchmark and write bench/results/*.json.
-bench: setup bench-queue
+bench: setup bench-queue bench-api
 
 # Queue benchmark: conveyor-queue vs apalis-redis vs BullMQ on one redis-server; writes bench/results/queue.json and prints the table.
 bench-queue JOBS="100000": setup
