@@ -177,13 +177,20 @@ async fn an_outage_backs_off_and_recovers_by_itself() {
     );
     let schedule = fleet.store.get_schedule(&id).await.unwrap();
     assert_eq!((schedule.probe_at, schedule.probes), (None, 0));
-    let after: Vec<SyncRun> = scheduled(fleet.runs(&id, Entity::WorkOrders).await)
-        .into_iter()
-        .filter(|run| run.queued_at > back_online)
-        .collect();
-    // The first sync after the recovery may catch up a slot the outage suspended; from then on
-    // the grid holds.
-    for pair in after.windows(2).skip(1) {
+    // The sync that brought the connection back (a probe), then the normal grid: each sync one
+    // interval after the one before, starting from the probe. (The probe restarts its entity's
+    // grid, and the return to online makes the schedule due at once instead of at the next
+    // probe time; before both, a sync could follow the probe a fraction of an interval later.)
+    let runs = scheduled(fleet.runs(&id, Entity::WorkOrders).await);
+    let recovering = runs
+        .iter()
+        .position(|run| {
+            run.status == RunStatus::Succeeded && run.finished_at.unwrap() >= recovered_at
+        })
+        .expect("the sync that recovered");
+    let after = &runs[recovering..];
+    assert!(after.len() >= 4, "{after:#?}");
+    for pair in after.windows(2) {
         let gap = millis(pair[0].queued_at, pair[1].queued_at);
         assert!(
             (850..=1_000 + TICK.as_millis() as i64 + 500).contains(&gap),
@@ -193,6 +200,7 @@ async fn an_outage_backs_off_and_recovers_by_itself() {
                 .map(|run| (run.queued_at, run.started_at, run.finished_at, run.attempts))
                 .collect::<Vec<_>>()
         );
+        assert_eq!(pair[1].status, RunStatus::Succeeded, "{:?}", pair[1]);
     }
 }
 

@@ -12,6 +12,16 @@
 //!   (a due entity, a probe, a credentials re-check). Schedulers poll only this index, so a tick
 //!   costs one call plus one script per connection that is actually due.
 //!
+//! # Recovery
+//!
+//! While a connection is offline or blocked, its index entry points at the next probe or
+//! re-check, which can be an hour away. When a sync of any trigger (a probe, or a manual sync,
+//! which is an immediate probe) brings the connection back online, [`Store::transition`] moves
+//! the index entry to now, so the next tick of any scheduler resumes the normal schedule: the
+//! probed entity one interval after its probe, the other entities at once if their slots passed
+//! during the outage. (A scheduler that read the connection as offline just before could still
+//! write the old probe time back; the schedule then resumes at that probe time, as before.)
+//!
 //! # Time
 //!
 //! Every comparison with "now" happens inside a script, against the Redis server's `TIME`. Worker
@@ -35,6 +45,10 @@
 //!   the outage are failures too, and counting them would start the probes far up the curve.
 //! - `auth_required`: nothing is claimed until the credentials change (their ciphertext nonce
 //!   differs from the one recorded when the block began); then one probe is claimed.
+//!
+//! A probe is a sync of its entity, so that entity's grid restarts at the probe: its next slot is
+//! one interval after it. Advancing it on the old grid instead would put a second sync of the
+//! same entity anywhere from a millisecond to an interval after a successful probe.
 //!
 //! Two schedulers racing for the same connection run the script one after the other; the second
 //! finds the due times already moved and claims nothing. The index is written after the script
@@ -84,6 +98,10 @@ local function earliest(list)
     if first == nil or e.due < first then first = e.due end
   end
   return first
+end
+local function rephase(key, e, now)
+  e.due = now + e.interval
+  redis.call('HSET', key, 'due:' .. e.entity, string.format('%d', e.due))
 end
 local function advance(key, e, now)
   local steps = math.floor((now - e.due) / e.interval) + 1
@@ -163,7 +181,7 @@ static CLAIM: LazyLock<Script> = LazyLock::new(|| {
           redis.call('HSET', KEYS[1], 'probe_at', string.format('%d', next))
           redis.call('HINCRBY', KEYS[1], 'probes', 1)
           redis.call('HSET', KEYS[2], 'next_attempt_at', string.format('%d', next))
-          advance(KEYS[1], list[1], now)
+          rephase(KEYS[1], list[1], now)
           return {{'probe', next, now, list[1].entity}}
         end
         redis.call('HDEL', KEYS[1], 'probe_at', 'probe_failures', 'probes')
@@ -180,7 +198,7 @@ static CLAIM: LazyLock<Script> = LazyLock::new(|| {
           end
           if blocked == nonce then return {{'blocked', next, now}} end
           redis.call('HSET', KEYS[1], 'blocked_credentials', nonce)
-          advance(KEYS[1], list[1], now)
+          rephase(KEYS[1], list[1], now)
           return {{'probe', next, now, list[1].entity}}
         end
         redis.call('HDEL', KEYS[1], 'blocked_credentials')

@@ -201,6 +201,20 @@ impl Store {
                     .map_err(|err| StoreError::corrupt(&status_key, err))?,
             })
         };
+        if changed == 1
+            && to == ConnectionStatus::Online
+            && matches!(
+                from,
+                ConnectionStatus::Offline | ConnectionStatus::AuthRequired
+            )
+        {
+            // The schedule waited for a probe or new credentials, possibly an hour ahead: let
+            // the next scheduler tick resume it (`schedule`, Recovery). The index is another
+            // slot than the status, so this is a step of its own.
+            self.redis()
+                .zadd::<_, _, _, ()>(keys::SCHEDULE_DUE, connection_id.to_string(), at)
+                .await?;
+        }
         if changed == 1 {
             tracing::info!(
                 connection_id = %connection_id,

@@ -359,6 +359,12 @@ async fn offline_connections_are_probed_once_per_backoff_step() {
     assert_eq!(store.get_schedule(&id).await.unwrap().probes, 1);
     let rearmed = probes[0].next_look.unwrap();
     assert!(rearmed >= probes[0].server_now + chrono::Duration::seconds(59));
+    // The probe is a sync of work orders: their grid restarts one interval after it, so a
+    // successful probe is not followed by a second sync moments later.
+    assert_eq!(
+        store.get_schedule(&id).await.unwrap().entities[&Entity::WorkOrders].next_due,
+        probes[0].server_now + chrono::Duration::milliseconds(200)
+    );
 
     // The probe failed: a new failure count means a new, later probe time.
     store
@@ -382,7 +388,20 @@ async fn offline_connections_are_probed_once_per_backoff_step() {
         later.timestamp_millis()
     );
 
-    // Back online: the probe is dropped and the entity schedule applies again.
+    // Back online: the index entry, a minute ahead at the re-armed probe, is due at once, so
+    // the next tick resumes the schedule; the probe is dropped and the entity schedule applies
+    // again.
+    let index_entry = |entries: Vec<(ConnectionId, DateTime<Utc>)>| {
+        entries
+            .into_iter()
+            .find(|(entry, _)| *entry == id)
+            .map(|(_, at)| at)
+    };
+    let before = index_entry(store.list_schedule_index().await.unwrap()).unwrap();
+    assert!(
+        before > Utc::now() + chrono::Duration::seconds(1),
+        "{before}"
+    );
     store
         .transition(
             &id,
@@ -391,6 +410,11 @@ async fn offline_connections_are_probed_once_per_backoff_step() {
         )
         .await
         .unwrap();
+    let back_at = store.get_status(&id).await.unwrap().since.unwrap();
+    assert_eq!(
+        index_entry(store.list_schedule_index().await.unwrap()),
+        Some(back_at)
+    );
     let online = store
         .claim_schedule(&id, &context(&store, &id, Utc::now()).await)
         .await
