@@ -323,9 +323,25 @@ pub(crate) struct ConnectionStatusView {
     next_attempt_at: Option<DateTime<Utc>>,
     /// Per entity, the source time up to which the stored copy is complete.
     data_as_of: BTreeMap<String, DateTime<Utc>>,
+    /// Per enabled entity that has synced, how far its copy is behind its schedule: the time
+    /// since `data_as_of` beyond one sync interval, in whole seconds (0: on schedule).
+    lag_secs: BTreeMap<String, u64>,
 }
 
 impl ConnectionStatusView {
+    /// Adds each enabled entity's lag against its configured interval, as of `now`.
+    pub(crate) fn with_lag(mut self, connection: &Connection, now: DateTime<Utc>) -> Self {
+        for entity in connection.entities.iter().filter(|entity| entity.enabled) {
+            let name = entity.entity.to_string();
+            let data_as_of = self.data_as_of.get(&name).copied();
+            let interval = std::time::Duration::from_secs(entity.interval_secs);
+            if let Some(lag) = conveyor_sync::health::lag(now, data_as_of, interval) {
+                self.lag_secs.insert(name, lag.as_secs());
+            }
+        }
+        self
+    }
+
     pub(crate) fn new(connection_id: ConnectionId, record: StatusRecord) -> Self {
         ConnectionStatusView {
             connection_id,
@@ -344,6 +360,7 @@ impl ConnectionStatusView {
                 .into_iter()
                 .map(|(entity, at)| (entity.to_string(), at))
                 .collect(),
+            lag_secs: BTreeMap::new(),
         }
     }
 }
@@ -681,7 +698,9 @@ pub(crate) async fn status(
     caller.require(Area::Status)?;
     let id: ConnectionId = path_id("connection_id", &connection_id)?;
     let backends = state.backends().await?;
-    owned_connection(&backends.store, &caller, &id).await?;
+    let connection = owned_connection(&backends.store, &caller, &id).await?;
     let record = backends.store.get_status(&id).await?;
-    Ok(Json(ConnectionStatusView::new(id, record)))
+    Ok(Json(
+        ConnectionStatusView::new(id, record).with_lag(&connection, Utc::now()),
+    ))
 }

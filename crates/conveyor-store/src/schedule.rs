@@ -12,15 +12,22 @@
 //!   (a due entity, a probe, a credentials re-check). Schedulers poll only this index, so a tick
 //!   costs one call plus one script per connection that is actually due.
 //!
-//! # Recovery
+//! # Status changes
 //!
-//! While a connection is offline or blocked, its index entry points at the next probe or
-//! re-check, which can be an hour away. When a sync of any trigger (a probe, or a manual sync,
-//! which is an immediate probe) brings the connection back online, [`Store::transition`] moves
-//! the index entry to now, so the next tick of any scheduler resumes the normal schedule: the
-//! probed entity one interval after its probe, the other entities at once if their slots passed
-//! during the outage. (A scheduler that read the connection as offline just before could still
-//! write the old probe time back; the schedule then resumes at that probe time, as before.)
+//! A connection's index entry is computed for its status: the next entity slot while online (up
+//! to a day ahead), the next probe while offline (up to an hour), the next re-check while its
+//! credentials are rejected. Every status change therefore moves the entry to now
+//! ([`Store::transition`]), and the next tick of any scheduler decides again:
+//!
+//! - to `offline`: the first probe is set one backoff step after the failure, not at the next
+//!   entity slot;
+//! - back to `online` (a successful probe, or a manual sync, which is an immediate probe): the
+//!   normal schedule resumes at once, the probed entity one interval after its probe, the other
+//!   entities at once if their slots passed during the outage, instead of at the next probe
+//!   time.
+//!
+//! (A scheduler that read the old status just before can still write its old next look back;
+//! the connection is then looked at that much later, as it would have been without the move.)
 //!
 //! # Time
 //!
@@ -317,7 +324,9 @@ impl Store {
     /// Makes a connection's schedule match its configuration: entities not listed are dropped,
     /// new ones are first due one interval from now (a connection's first sync is asked for
     /// when it is set up; the schedule keeps it fresh from then on), a changed interval takes
-    /// effect from now at the latest, and `revision` is recorded. Returns when the schedule is next due (`None`: nothing scheduled).
+    /// effect from now at the latest, and `revision` is recorded. Returns when the schedule is
+    /// next due (`None`: nothing scheduled). The connection's index entry only ever moves
+    /// earlier here.
     ///
     /// Fails with `NotFound` (and removes the schedule) if the connection no longer exists.
     pub async fn reconcile_schedule(
@@ -343,7 +352,22 @@ impl Store {
             self.unindex_schedule(connection_id).await?;
             return Err(StoreError::not_found("connection", connection_id));
         }
-        self.index_schedule(connection_id, &key, first).await
+        if first < 0 {
+            self.unindex_schedule(connection_id).await?;
+            return Ok(None);
+        }
+        // Only ever earlier: the entry may already point at a sooner look that the entity slots
+        // do not show, such as the next probe of an offline connection or the credentials
+        // re-check of a blocked one (a PATCH with new credentials changes the configuration
+        // too). A look too early claims nothing and moves the entry where it belongs.
+        redis::cmd("ZADD")
+            .arg(keys::SCHEDULE_DUE)
+            .arg("LT")
+            .arg(first)
+            .arg(connection_id.to_string())
+            .exec_async(&mut self.redis())
+            .await?;
+        Ok(Some(from_ms(&key, first)?))
     }
 
     /// The configuration revision each connection's schedule was built from, beside the

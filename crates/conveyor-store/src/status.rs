@@ -11,6 +11,9 @@
 //! - to `online` or `offline`: `connection.status_changed`, except `unknown` → `online` (a new
 //!   connection's first success is not news);
 //! - to `unknown`: nothing.
+//!
+//! A change also makes the connection's schedule due for a look now, so the scheduler applies
+//! the new status at its next tick (see `schedule`, Status changes).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
@@ -201,16 +204,11 @@ impl Store {
                     .map_err(|err| StoreError::corrupt(&status_key, err))?,
             })
         };
-        if changed == 1
-            && to == ConnectionStatus::Online
-            && matches!(
-                from,
-                ConnectionStatus::Offline | ConnectionStatus::AuthRequired
-            )
-        {
-            // The schedule waited for a probe or new credentials, possibly an hour ahead: let
-            // the next scheduler tick resume it (`schedule`, Recovery). The index is another
-            // slot than the status, so this is a step of its own.
+        if changed == 1 {
+            // The schedule's next look was computed for the old status: an online connection's
+            // next slot (up to a day ahead) or an offline one's next probe (up to an hour). Let
+            // the next scheduler tick decide again under the new one (`schedule`, Status
+            // changes). The index is another slot than the status: a step of its own.
             self.redis()
                 .zadd::<_, _, _, ()>(keys::SCHEDULE_DUE, connection_id.to_string(), at)
                 .await?;

@@ -537,3 +537,49 @@ async fn deleted_connections_lose_their_schedule() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn a_configuration_change_never_postpones_a_sooner_look() {
+    let (_server, store) = start().await;
+    let id = create_connection(&store).await.id;
+    let hourly = [every(Entity::WorkOrders, 3_600_000)];
+    store.reconcile_schedule(&id, "1", &hourly).await.unwrap();
+    store
+        .transition(
+            &id,
+            ConnectionStatus::AuthRequired,
+            &StatusReason::new("auth_rejected", "401"),
+        )
+        .await
+        .unwrap();
+    let blocked = store
+        .claim_schedule(&id, &context(&store, &id, Utc::now()).await)
+        .await
+        .unwrap();
+    assert_eq!(blocked.kind, ClaimKind::Blocked);
+    let recheck = blocked.next_look.unwrap();
+
+    // A PATCH with new credentials bumps the version: the rebuilt schedule's first slot is an
+    // hour away, but the credentials re-check stays where it was, so the new credentials are
+    // noticed at once.
+    store
+        .set_credentials(&id, &credentials("two"))
+        .await
+        .unwrap();
+    let next_due = store.reconcile_schedule(&id, "2", &hourly).await.unwrap();
+    assert!(next_due.unwrap() > Utc::now() + chrono::Duration::minutes(59));
+    let entry = store
+        .list_schedule_index()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|(entry, _)| *entry == id)
+        .map(|(_, at)| at);
+    assert_eq!(entry, Some(recheck));
+    redis_clock_reaches(&store, recheck).await;
+    let probe = store
+        .claim_schedule(&id, &context(&store, &id, Utc::now()).await)
+        .await
+        .unwrap();
+    assert_eq!(probe.kind, ClaimKind::Probe);
+}
