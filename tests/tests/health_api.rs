@@ -117,14 +117,20 @@ impl Api {
         created["id"].as_str().unwrap().parse().unwrap()
     }
 
-    /// A webhook endpoint for the connection events.
+    /// A webhook endpoint for every event type of the connection.
     async fn subscribe(&self, connection_id: &ConnectionId, url: &str) {
         self.call(
             Method::POST,
             &format!("/v1/connections/{connection_id}/webhooks"),
             Some(json!({
                 "url": url,
-                "event_types": ["connection.status_changed", "connection.auth_required"]
+                "event_types": [
+                    "sync.completed",
+                    "sync.failed",
+                    "connection.status_changed",
+                    "connection.auth_required",
+                    "system.error"
+                ]
             })),
         )
         .await;
@@ -164,11 +170,55 @@ fn time(value: &Value) -> DateTime<Utc> {
         .unwrap()
 }
 
+/// Every distinct event a receiver got, in sequence order, after checking the envelope:
+/// exactly `id`, `type`, `timestamp`, `connection_id`, `sequence`, `data`, and the sequence
+/// numbers of the connection without gaps (the receiver subscribed to every type).
+fn events(receiver: &Receiver, connection_id: &ConnectionId) -> Vec<Value> {
+    let mut events: Vec<Value> = receiver
+        .received()
+        .iter()
+        .map(|request| request.json())
+        .collect();
+    events.sort_by_key(|event| event["sequence"].as_u64());
+    events.dedup_by_key(|event| event["id"].clone());
+    for (index, event) in events.iter().enumerate() {
+        let mut keys: Vec<&str> = event
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "connection_id",
+                "data",
+                "id",
+                "sequence",
+                "timestamp",
+                "type"
+            ],
+            "{event}"
+        );
+        assert!(event["id"].as_str().unwrap().starts_with("evt_"), "{event}");
+        assert_eq!(event["connection_id"], connection_id.to_string());
+        assert_eq!(event["sequence"], index as u64 + 1, "{events:#?}");
+        time(&event["timestamp"]);
+    }
+    events
+}
+
 /// The connection events a receiver got, as `type from→to`.
 fn connection_events(receiver: &Receiver) -> Vec<String> {
     let mut events: Vec<(u64, String)> = receiver
         .received()
         .iter()
+        .filter(|request| {
+            request.json()["type"]
+                .as_str()
+                .is_some_and(|event_type| event_type.starts_with("connection."))
+        })
         .map(|request| {
             let body = request.json();
             (
@@ -223,7 +273,17 @@ async fn a_manual_sync_on_an_offline_connection_is_an_immediate_probe() {
         .sim
         .sim()
         .set_fault(PROFILE, FaultSpec::new(FaultKind::Outage));
-    api.sync(&id).await;
+    let failing = api.sync(&id).await;
+    // Until the queue's quick retries of that sync run out, another request would return it
+    // (one sync per connection and entity); wait for it to fail for good.
+    wait_until("the sync failed", Duration::from_secs(10), || async {
+        fleet
+            .runs(&id, Entity::WorkOrders)
+            .await
+            .iter()
+            .any(|run| run.id.to_string() == failing && run.status == RunStatus::Failed)
+    })
+    .await;
     wait_until(
         "offline with a probe planned",
         Duration::from_secs(10),
@@ -256,6 +316,7 @@ async fn a_manual_sync_on_an_offline_connection_is_an_immediate_probe() {
         .into_iter()
         .find(|run| run.id.to_string() == sync_id)
         .unwrap();
+    assert_ne!(sync_id, failing, "a new sync, not the failed one");
     assert_eq!(run.trigger, SyncTrigger::Manual);
     assert_eq!(run.status, RunStatus::Succeeded);
     let started_after = (run.started_at.unwrap() - asked).num_milliseconds();
@@ -281,8 +342,8 @@ async fn a_manual_sync_on_an_offline_connection_is_an_immediate_probe() {
     .await;
 
     // One connection.status_changed each way; the first success of a new connection is none.
-    wait_until("two events", Duration::from_secs(5), || async {
-        connection_events(&receiver).len() >= 2
+    wait_until("five events", Duration::from_secs(5), || async {
+        events(&receiver, &id).len() >= 5
     })
     .await;
     assert_eq!(
@@ -292,6 +353,34 @@ async fn a_manual_sync_on_an_offline_connection_is_an_immediate_probe() {
             "connection.status_changed offline→online"
         ]
     );
+    // The sync events carry the sync's id, entity, mode and counts, and a failure its error.
+    let all = events(&receiver, &id);
+    let types: Vec<&str> = all
+        .iter()
+        .map(|event| event["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "sync.completed",
+            "connection.status_changed",
+            "sync.failed",
+            "connection.status_changed",
+            "sync.completed"
+        ]
+    );
+    let last = &all[4]["data"];
+    assert_eq!(last["sync_id"], sync_id.as_str(), "{last}");
+    assert_eq!(
+        (&last["entity"], &last["mode"]),
+        (&json!("work_orders"), &json!("incremental"))
+    );
+    assert!(last["counts"]["records_fetched"].is_u64(), "{last}");
+    let failed = &all[2]["data"];
+    assert!(failed["error"]["code"].is_string(), "{failed}");
+    assert!(failed["error"]["message"].is_string(), "{failed}");
+    assert_eq!(all[1]["data"]["from"], "online");
+    assert_eq!(all[1]["data"]["to"], "offline");
     stop_worker(&mut worker);
 }
 
@@ -367,8 +456,10 @@ async fn rejected_credentials_wait_for_a_manual_sync_or_new_credentials() {
     assert_eq!(status["consecutive_failures"], 0, "{status}");
     assert_eq!(status["lag_secs"]["work_orders"], 0, "{status}");
 
-    wait_until("two events", Duration::from_secs(5), || async {
-        connection_events(&receiver).len() >= 2
+    // Two sync.failed, one connection.auth_required, one connection.status_changed, one
+    // sync.completed, numbered without gaps.
+    wait_until("five events", Duration::from_secs(5), || async {
+        events(&receiver, &id).len() >= 5
     })
     .await;
     assert_eq!(

@@ -47,7 +47,15 @@ pub struct Fleet {
 
 impl Fleet {
     pub async fn start() -> Fleet {
-        let redis = RedisServer::start().unwrap();
+        Fleet::over(RedisServer::start().unwrap()).await
+    }
+
+    /// Over a redis-server with append-only persistence (`redis.restart()` keeps the data).
+    pub async fn start_persistent() -> Fleet {
+        Fleet::over(RedisServer::start_persistent().unwrap()).await
+    }
+
+    async fn over(redis: RedisServer) -> Fleet {
         let sim = SimHandle::start(SimConfig {
             records_per_entity: 10,
             ..SimConfig::default()

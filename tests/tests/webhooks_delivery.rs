@@ -465,3 +465,53 @@ async fn exhausted_deliveries_are_dead_lettered_and_can_be_redelivered() {
     assert_eq!(outcomes, BTreeMap::from([("delivered", 1), ("failed", 10)]));
     webhooks.stop().await;
 }
+
+#[tokio::test]
+async fn retries_follow_the_jittered_table_and_a_retry_after_overrides_it() {
+    let fixture = Fixture::start().await;
+    // 500, 500, then 429 asking for three seconds, then 200.
+    let receiver = Receiver::start(|n| match n {
+        0 | 1 => Answer::status(500),
+        2 => Answer {
+            retry_after: Some(3),
+            ..Answer::status(429)
+        },
+        _ => Answer::ok(),
+    })
+    .await;
+    let (endpoint, _) = fixture
+        .endpoint(&receiver.url, &[EventType::SyncCompleted])
+        .await;
+    let webhooks = fixture.serve(test_settings());
+    let event = fixture.append(EventType::SyncCompleted, 1).await;
+    let delivery_id = delivery_id_for(&event.id, &endpoint.id);
+    // (The dispatcher creates the delivery a moment after the event is appended.)
+    wait_until(Duration::from_secs(15), || async {
+        fixture
+            .store
+            .get_delivery(&fixture.connection_id, &delivery_id)
+            .await
+            .is_ok_and(|delivery| delivery.state == DeliveryState::Delivered)
+    })
+    .await;
+    let attempts = fixture
+        .store
+        .delivery_attempts(&fixture.connection_id, &delivery_id)
+        .await
+        .unwrap();
+    assert_eq!(attempts.len(), 4);
+    let gaps: Vec<i64> = attempts
+        .windows(2)
+        .map(|pair| (pair[1].record.attempted_at - pair[0].record.attempted_at).num_milliseconds())
+        .collect();
+    eprintln!("gaps between attempts (ms): {gaps:?}");
+    // The table scaled by 0.001: 30 ms and 300 ms, ±20 % jitter, plus the queue's polling and
+    // the attempt itself; then the receiver's Retry-After (not scaled) instead of the table's
+    // 1.8 s (1.44 to 2.16 s with jitter).
+    assert!((24..=300).contains(&gaps[0]), "{gaps:?}");
+    assert!((240..=700).contains(&gaps[1]), "{gaps:?}");
+    assert!((3_000..=3_700).contains(&gaps[2]), "{gaps:?}");
+    let ids: BTreeSet<String> = receiver.received().iter().map(|r| r.webhook_id()).collect();
+    assert_eq!(ids.len(), 1, "one webhook-id for every attempt");
+    webhooks.stop().await;
+}
