@@ -5,7 +5,9 @@
 //! - the delivery log per connection, endpoint and event, with filters and pages, and one
 //!   delivery with every attempt;
 //! - redelivery of one delivery, of one event, and of every failed delivery since a time;
-//! - test deliveries wait for the attempt and return its outcome (delivered, failed, timed out).
+//! - test deliveries wait for the attempt and return its outcome (delivered, failed, timed out);
+//! - endpoints can be disabled, re-subscribed and deleted, and private URLs are refused unless
+//!   the operator allows them.
 
 #![allow(
     clippy::unwrap_used,
@@ -44,10 +46,15 @@ impl Drop for Api {
 
 impl Api {
     async fn start(redis_url: &str, store: &Store) -> Api {
+        Api::start_with(redis_url, store, true).await
+    }
+
+    async fn start_with(redis_url: &str, store: &Store, allow_private: bool) -> Api {
+        let allow_private = allow_private.to_string();
         let env = [
             ("CONVEYOR_REDIS_URL", redis_url),
             ("CONVEYOR_ENCRYPTION_KEYS", support::KEYS),
-            ("CONVEYOR_WEBHOOKS_ALLOW_PRIVATE", "true"),
+            ("CONVEYOR_WEBHOOKS_ALLOW_PRIVATE", allow_private.as_str()),
         ];
         let config = conveyor_api::Config::from_lookup(|key| {
             env.iter()
@@ -451,4 +458,107 @@ async fn test_deliveries_return_the_attempts_outcome() {
     assert_eq!(body["requeued"], 0, "{body}");
     assert_eq!(receiver.received().len(), 3);
     webhooks.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_are_disabled_resubscribed_deleted_and_private_urls_refused() {
+    let fixture = Fixture::start().await;
+    let api = Api::start(&fixture.redis.url(), &fixture.store).await;
+    let connection_id = api.connection().await;
+    let first = Receiver::always_ok().await;
+    let second = Receiver::always_ok().await;
+    let (first_id, _) = api
+        .endpoint(&connection_id, &first.url, &["sync.completed"])
+        .await;
+    api.endpoint(&connection_id, &second.url, &["sync.completed"])
+        .await;
+    let webhooks = fixture.serve(test_settings());
+    let append = |event_type: EventType, n: u64| {
+        let store = fixture.store.clone();
+        async move {
+            store
+                .append_event(&connection_id, event_type, json!({"n": n}))
+                .await
+                .unwrap()
+        }
+    };
+    let endpoint_path = format!("/v1/connections/{connection_id}/webhooks/{first_id}");
+    let deliveries_of = |event: &conveyor_core::Event| {
+        let query = format!("event_id={}", event.id);
+        let api = &api;
+        async move { api.deliveries(&connection_id, &query).await.len() }
+    };
+
+    // Disabled: the event goes to the other endpoint only.
+    let (status, body) = api
+        .call(
+            Method::PATCH,
+            &endpoint_path,
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!((status, &body["enabled"]), (200, &json!(false)), "{body}");
+    let event = append(EventType::SyncCompleted, 1).await;
+    second.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(deliveries_of(&event).await, 1);
+    assert!(first.received().is_empty());
+
+    // Enabled again for another type only.
+    let (status, body) = api
+        .call(
+            Method::PATCH,
+            &endpoint_path,
+            Some(json!({"enabled": true, "event_types": ["system.error"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let error = append(EventType::SystemError, 2).await;
+    let completed = append(EventType::SyncCompleted, 3).await;
+    let received = first.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(received[0].webhook_id(), error.id.to_string());
+    second.wait_for(2, Duration::from_secs(5)).await;
+    assert_eq!(
+        deliveries_of(&completed).await,
+        1,
+        "only the second endpoint"
+    );
+
+    // Deleted: gone from the API, and later events are not delivered to it.
+    let (status, _) = api.call(Method::DELETE, &endpoint_path, None).await;
+    assert_eq!(status, 204);
+    let (status, _) = api.call(Method::GET, &endpoint_path, None).await;
+    assert_eq!(status, 404);
+    let error = append(EventType::SystemError, 4).await;
+    append(EventType::SyncCompleted, 5).await;
+    // The dispatcher takes a connection's events in order: once the later one reached the
+    // second endpoint, the earlier one was dispatched (to nobody).
+    second.wait_for(3, Duration::from_secs(5)).await;
+    assert_eq!(deliveries_of(&error).await, 0);
+    assert_eq!(first.received().len(), 1);
+    webhooks.stop().await;
+
+    // Without the operator's permission, private and loopback URLs are refused with the
+    // standard error; a public name is accepted (checked again after DNS at delivery time).
+    let strict = Api::start_with(&fixture.redis.url(), &fixture.store, false).await;
+    let strict_connection = strict.connection().await;
+    let path = format!("/v1/connections/{strict_connection}/webhooks");
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://10.1.2.3/hook",
+        "http://169.254.169.254/latest",
+        "ftp://hooks.example.com/",
+    ] {
+        let (status, body) = strict
+            .post(&path, json!({"url": url, "event_types": ["sync.failed"]}))
+            .await;
+        assert_eq!(status, 400, "{url}: {body}");
+        assert_eq!(body["error"]["code"], "INVALID_REQUEST", "{url}: {body}");
+    }
+    let (status, body) = strict
+        .post(
+            &path,
+            json!({"url": "https://hooks.example.com/conveyor", "event_types": ["sync.failed"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
 }
