@@ -201,6 +201,17 @@ impl<T> Queue<T> {
         invocation
     }
 
+    /// Runs a delayed, snoozed or retrying job now instead of at its time: it goes to the head
+    /// of the ready list with its attempts unchanged. Returns false (and changes nothing) if the
+    /// job was not waiting: already ready, running, dead, or unknown. A manual sync request
+    /// uses it, so asking for a sync that waits in its retry backoff runs it at once.
+    pub async fn run_now(&self, job_id: JobId) -> Result<bool, QueueError> {
+        let mut invocation = self.invocation(&crate::scripts::RUN_NOW_SCRIPT);
+        invocation.arg(job_id.to_string());
+        let moved: i64 = invocation.invoke_async(&mut self.conn()).await?;
+        Ok(moved == 1)
+    }
+
     /// A job's state and attempts; `None` if the queue has no record of it (never pushed,
     /// purged, or a succeeded job whose record expired).
     pub async fn status(&self, job_id: JobId) -> Result<Option<JobStatus>, QueueError> {

@@ -447,6 +447,20 @@ end
 return {purged, #ids}
 "#;
 
+/// Run a delayed or retrying job now: move it from the scheduled set to the head of the ready
+/// list. Its attempts are untouched (a retry brought forward is still that attempt). ARGV:
+/// prefix, id. Returns 1 if the job was waiting and now is ready, 0 if it was not waiting
+/// (already ready, running, dead or gone).
+const RUN_NOW: &str = r#"
+local id = ARGV[2]
+if redis.call('ZREM', SCHEDULED, id) == 0 then return 0 end
+redis.call('HSET', job_key(id), 'state', 'queued')
+redis.call('HDEL', job_key(id), 'run_at')
+redis.call('RPUSH', READY, id)
+wake(1)
+return 1
+"#;
+
 fn script(body: &str) -> Script {
     Script::new(&format!("{COMMON}\n{body}"))
 }
@@ -457,3 +471,4 @@ pub(crate) static ACK_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(ACK));
 pub(crate) static RENEW_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(RENEW));
 pub(crate) static DEAD_RETRY_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(DEAD_RETRY));
 pub(crate) static DEAD_PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(DEAD_PURGE));
+pub(crate) static RUN_NOW_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(RUN_NOW));

@@ -346,3 +346,59 @@ async fn snooze_reschedules_without_using_an_attempt() {
     assert_eq!(*runs.lock().unwrap(), [1, 1, 1]);
     worker.shutdown().await;
 }
+
+#[tokio::test]
+async fn run_now_brings_a_retrying_or_delayed_job_forward() {
+    let redis = redis();
+    let mut config = config("run-now");
+    config.backoff.base = Duration::from_secs(600);
+    config.backoff.cap = Duration::from_secs(600);
+    let queue = queue(&redis, config).await;
+    let delayed = queue
+        .push(JobSpec::new(Work { number: 2 }).run_in(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    // The first delivery fails (ten minutes of backoff); the second succeeds.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let worker = start_worker(&queue, options(1), {
+        let seen = seen.clone();
+        move |work: Work, context: conveyor_queue::JobContext| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push((work.number, context.attempt()));
+                if work.number == 1 && context.attempt() == 1 {
+                    Err(JobError::retry("connection refused"))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    });
+    let retrying = queue.push(JobSpec::new(Work { number: 1 })).await.unwrap();
+    wait_for_state(&queue, retrying.job_id, |state| {
+        matches!(state, JobState::Retrying { .. })
+    })
+    .await;
+    assert!(
+        !queue.run_now(JobId::new()).await.unwrap(),
+        "an unknown job is not moved"
+    );
+
+    assert!(queue.run_now(retrying.job_id).await.unwrap());
+    let status = wait_for_state(&queue, retrying.job_id, |state| {
+        matches!(state, JobState::Succeeded { .. })
+    })
+    .await;
+    assert_eq!(status.attempts, 2, "the retry kept its attempt count");
+    assert!(queue.run_now(delayed.job_id).await.unwrap());
+    wait_for_state(&queue, delayed.job_id, |state| {
+        matches!(state, JobState::Succeeded { .. })
+    })
+    .await;
+    assert!(
+        !queue.run_now(delayed.job_id).await.unwrap(),
+        "a finished job is not moved"
+    );
+    assert_eq!(*seen.lock().unwrap(), [(1, 1), (1, 2), (2, 1)]);
+    worker.shutdown().await;
+}

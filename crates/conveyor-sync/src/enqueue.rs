@@ -9,10 +9,15 @@
 //! and entity is queued or running, and asking again returns the existing one. The run record is
 //! written after the push; the worker creates it too if it gets there first, so neither order
 //! of the two can lose it.
+//!
+//! A manual request that finds the existing sync waiting in its retry backoff (the system was
+//! offline a moment ago, say) brings that retry forward to run now: someone asked for the data
+//! now, and the retry is the sync they would get. A sync snoozed for the source's `Retry-After`
+//! keeps its time: running it early would only be refused again.
 
 use chrono::Utc;
 use conveyor_core::{ConnectionId, Entity, JobId, SyncId, SyncJob, SyncMode, SyncTrigger};
-use conveyor_queue::{JobSpec, Queue, QueueError};
+use conveyor_queue::{JobSpec, JobState, Queue, QueueError};
 use conveyor_store::{NewRun, Store, StoreError};
 
 /// The sync a request resulted in.
@@ -83,6 +88,15 @@ pub async fn enqueue_sync(
         .job_id(job_id_of(sync_id));
     let pushed = queue.push(spec).await?;
     if pushed.duplicate {
+        if trigger == SyncTrigger::Manual {
+            let waiting_retry = queue
+                .status(pushed.job_id)
+                .await?
+                .is_some_and(|status| matches!(status.state, JobState::Retrying { .. }));
+            if waiting_retry && queue.run_now(pushed.job_id).await? {
+                tracing::info!(job_id = %pushed.job_id, "manual sync request: the waiting retry runs now");
+            }
+        }
         return Ok(Enqueued {
             sync_id: sync_id_of(pushed.job_id),
             job_id: pushed.job_id,

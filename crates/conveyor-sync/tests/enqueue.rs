@@ -77,3 +77,88 @@ async fn second_request_returns_the_existing_sync_until_it_is_done() {
     let stats = queue.stats().await.unwrap();
     assert_eq!(stats.ready, 2);
 }
+
+/// A manual request for a sync waiting in its retry backoff runs that retry now; a scheduled
+/// request leaves it waiting.
+#[tokio::test]
+async fn a_manual_request_brings_a_waiting_retry_forward() {
+    use std::time::Duration;
+
+    use conveyor_queue::{JobContext, JobError, JobState, WorkerOptions, run_worker};
+
+    let server = RedisServer::start().unwrap();
+    let (store, _) = parts(&server).await;
+    let mut config = QueueConfig::new(SYNC_QUEUE);
+    config.backoff.base = Duration::from_secs(600);
+    config.backoff.cap = Duration::from_secs(600);
+    let queue: Queue<SyncJob> = Queue::connect(&server.url(), config).await.unwrap();
+    let connection_id = ConnectionId::new();
+    let first = enqueue_sync(
+        &store,
+        &queue,
+        connection_id,
+        Entity::Assets,
+        SyncMode::Incremental,
+        SyncTrigger::Scheduled,
+    )
+    .await
+    .unwrap();
+
+    // One worker fails the first delivery (the source was unreachable), then stops.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(run_worker(
+        queue.clone(),
+        WorkerOptions::default(),
+        |_job: SyncJob, _context: JobContext| async { Err(JobError::retry("connection refused")) },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let state = queue.status(first.job_id).await.unwrap().unwrap().state;
+        if matches!(state, JobState::Retrying { .. }) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never retrying: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+
+    let scheduled = enqueue_sync(
+        &store,
+        &queue,
+        connection_id,
+        Entity::Assets,
+        SyncMode::Incremental,
+        SyncTrigger::Scheduled,
+    )
+    .await
+    .unwrap();
+    assert!(scheduled.existing);
+    assert!(matches!(
+        queue.status(first.job_id).await.unwrap().unwrap().state,
+        JobState::Retrying { .. }
+    ));
+
+    let manual = enqueue_sync(
+        &store,
+        &queue,
+        connection_id,
+        Entity::Assets,
+        SyncMode::Incremental,
+        SyncTrigger::Manual,
+    )
+    .await
+    .unwrap();
+    assert!(manual.existing);
+    assert_eq!(manual.sync_id, first.sync_id);
+    let status = queue.status(first.job_id).await.unwrap().unwrap();
+    assert_eq!(status.state, JobState::Queued, "the retry runs now");
+    assert_eq!(status.attempts, 1, "the failed attempt still counts");
+    assert_eq!(queue.stats().await.unwrap().ready, 1);
+}
