@@ -44,6 +44,10 @@ bench-api SECONDS="10": setup
     cargo build --release -p conveyor-api -p conveyor-bench --bin conveyor-api --bin bench-api
     target/release/bench-api --seconds {{SECONDS}}
 
+# Fuzz the API with schemathesis against its own OpenAPI document (private Redis, API and worker): no 5xx, no response outside the schema; EXAMPLES per operation.
+fuzz-api EXAMPLES="50": setup
+    crates/conveyor-api/fuzz/run.sh {{EXAMPLES}}
+
 # Run every benchmark and write bench/results/*.json.
 bench: setup bench-queue bench-api
 

@@ -5,6 +5,10 @@
 # Starts a private redis-server, the API (and a worker, if the worker binary builds), bootstraps
 # an admin key with conveyorctl, creates a connection so some ids resolve, then runs schemathesis
 # for at most EXAMPLES examples per operation. Everything it started is stopped on exit.
+#
+# Revoking keys (`DELETE /v1/api_keys/{id}`) is left out: the stateful phase lists the tenant's
+# keys and would revoke the very key it authenticates with, leaving every later request a 401.
+# One worker: schemathesis's generators share caches that are not safe across its threads.
 set -euo pipefail
 
 EXAMPLES="${1:-50}"
@@ -57,15 +61,18 @@ curl -fsS -X POST "$BASE/v1/connections" -H "authorization: Bearer $KEY" -H 'con
     >/dev/null
 
 STATUS=0
-"$VENV/bin/schemathesis" run "$BASE/v1/openapi.json" \
+# From the scratch directory: schemathesis keeps its reports and example cache where it runs.
+(cd "$WORK" && "$VENV/bin/schemathesis" run "$BASE/v1/openapi.json" \
     --url "$BASE" \
     --header "Authorization: Bearer $KEY" \
     --checks not_a_server_error,response_schema_conformance,content_type_conformance \
     --max-examples "$EXAMPLES" \
     --seed 1 \
-    --workers 2 || STATUS=$?
+    --exclude-path-regex '^/v1/api_keys/' \
+    --workers 1) || STATUS=$?
 if [ "$STATUS" -ne 0 ]; then
-    echo "--- API log (last 50 lines) ---"
-    tail -n 50 "$WORK/api.log"
+    cp "$WORK/api.log" "$ROOT/target/fuzz-api.log"
+    echo "--- API errors and warnings (the whole log is in target/fuzz-api.log) ---"
+    grep -E 'ERROR|WARN' "$WORK/api.log" | tail -n 50 || true
 fi
 exit "$STATUS"

@@ -118,10 +118,13 @@ pub async fn serve(
         .local_addr()
         .context("reading the listener's address")?;
     tracing::info!(%addr, "conveyor-api listening");
-    axum::serve(listener, router(state))
+    let upkeep = tokio::spawn(metrics::upkeep(shutdown.clone()));
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
-        .context("serving HTTP")?;
+        .context("serving HTTP");
+    upkeep.abort();
+    served?;
     tracing::info!("conveyor-api stopped");
     Ok(())
 }

@@ -4,6 +4,12 @@ use anyhow::Context;
 use conveyor_api::{AppState, Config, serve};
 use conveyor_runtime::{Shutdown, telemetry};
 
+// Every request allocates many short-lived buffers (headers, JSON, Redis commands): mimalloc
+// takes about a tenth off the API's CPU per manual sync against the system allocator
+// (`just bench-api`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = match Config::from_lookup(|key| std::env::var(key).ok()) {

@@ -76,6 +76,24 @@ fn set_depths(queue: &'static str, stats: QueueStats) {
     }
 }
 
+/// How often [`upkeep`] drains the latency histograms.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Drains the recorded latencies into their buckets every few seconds until `shutdown`.
+///
+/// The recorder keeps every histogram sample until something drains it; without this, an API
+/// that nobody scrapes would grow by one sample per request for ever.
+pub async fn upkeep(shutdown: conveyor_runtime::Shutdown) {
+    let mut ticks = tokio::time::interval(UPKEEP_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => handle().run_upkeep(),
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
 /// Records one served request.
 pub fn record_request(method: &str, route: &str, status: u16, elapsed: Duration) {
     let labels = [

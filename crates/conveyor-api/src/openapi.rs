@@ -69,7 +69,134 @@ static DOCUMENT: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
 
 /// The complete document (metadata plus every route's path item).
 pub fn document() -> &'static utoipa::openapi::OpenApi {
-    DOCUMENT.get_or_init(|| crate::routes().into_openapi())
+    DOCUMENT.get_or_init(|| {
+        let mut document = crate::routes().into_openapi();
+        add_common_responses(&mut document);
+        document
+    })
+}
+
+/// Answers that do not depend on the handler, with why they happen: the auth middleware (401,
+/// 403, 429), Redis (503), path parameters (400, 404) and anything unforeseen (500).
+const AUTHENTICATED: [(&str, &str); 5] = [
+    ("401", "No API key, or an unknown or revoked one"),
+    ("403", "The key's role may not do this"),
+    (
+        "429",
+        "The key's rate limit is spent; see `Retry-After` and the `RateLimit-*` headers",
+    ),
+    (
+        "500",
+        "Internal error; quote the request id when reporting it",
+    ),
+    (
+        "503",
+        "Redis is unavailable; retry after `Retry-After` seconds",
+    ),
+];
+const WITH_PATH_PARAMETERS: [(&str, &str); 2] = [
+    ("400", "A path parameter is malformed"),
+    ("404", "No such resource in this tenant"),
+];
+
+/// Documents on every operation the statuses every handler of its kind can answer, so that a
+/// client (and schemathesis) finds each one described: a route's own list names only what its
+/// handler decides; operation ids get their tag in front, so they are unique. Every response
+/// also gets the `X-Request-Id` header, the authenticated ones
+/// the `RateLimit-*` headers, and 429 and 503 the `Retry-After` header.
+fn add_common_responses(document: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::header::{Header, HeaderBuilder};
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, Type};
+
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    let text = |description: &str| {
+        HeaderBuilder::new()
+            .schema(Some(utoipa::openapi::Object::with_type(Type::String)))
+            .description(Some(description))
+            .build()
+    };
+    let integer = |description: &str| -> Header {
+        HeaderBuilder::new()
+            .schema(Some(utoipa::openapi::Object::with_type(Type::Integer)))
+            .description(Some(description))
+            .build()
+    };
+    for (path, item) in document.paths.paths.iter_mut() {
+        let has_path_parameters = path.contains('{');
+        for operation in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            // Handlers are named for what they do within their module (`list`, `get`), so the
+            // bare names repeat across modules; OpenAPI wants each operationId unique.
+            if let (Some(id), Some(tag)) = (
+                operation.operation_id.as_mut(),
+                operation.tags.as_ref().and_then(|tags| tags.first()),
+            ) {
+                *id = format!("{tag}_{id}");
+            }
+            let authenticated = operation.security.is_some();
+            let responses = &mut operation.responses.responses;
+            if authenticated {
+                for (status, description) in AUTHENTICATED {
+                    responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| RefOr::T(error(description)));
+                }
+                if has_path_parameters {
+                    for (status, description) in WITH_PATH_PARAMETERS {
+                        responses
+                            .entry(status.to_owned())
+                            .or_insert_with(|| RefOr::T(error(description)));
+                    }
+                }
+            }
+            for (status, response) in responses.iter_mut() {
+                let RefOr::T(response) = response else {
+                    continue;
+                };
+                if status == "429" || status == "503" {
+                    response.headers.insert(
+                        "Retry-After".to_owned(),
+                        RefOr::T(integer("Seconds to wait before trying again")),
+                    );
+                }
+                response.headers.insert(
+                    "X-Request-Id".to_owned(),
+                    RefOr::T(text(
+                        "This request's id (`req_...`), also in error bodies and logs",
+                    )),
+                );
+                if authenticated {
+                    for (name, description) in [
+                        ("RateLimit-Limit", "Requests a minute this key may make"),
+                        ("RateLimit-Remaining", "Requests left in the current burst"),
+                        ("RateLimit-Reset", "Seconds until the budget is full again"),
+                    ] {
+                        response
+                            .headers
+                            .insert(name.to_owned(), RefOr::T(integer(description)));
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `GET /v1/openapi.json`.

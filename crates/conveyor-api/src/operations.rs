@@ -24,6 +24,8 @@ use crate::state::{AppState, Backends};
 
 /// Largest page of dead jobs.
 const MAX_DEAD_LIMIT: u64 = 1_000;
+/// Largest `offset` a dead job list accepts (Redis ranks are signed 64-bit; no dead set is near this).
+const MAX_DEAD_OFFSET: u64 = 1_000_000_000;
 
 /// Job counts of one queue.
 #[derive(Debug, Serialize, ToSchema)]
@@ -208,7 +210,8 @@ pub(crate) struct DeadActionResult {
 pub(crate) struct DeadQuery {
     /// Only jobs whose last error has this kind.
     error_kind: Option<String>,
-    /// Entries to skip; 0 when absent.
+    /// Entries to skip, at most 1,000,000,000; 0 when absent.
+    #[param(minimum = 0, maximum = 1_000_000_000)]
     offset: Option<u64>,
     /// Entries to return, 1 to 1000; 50 when absent.
     #[param(minimum = 1, maximum = 1000)]
@@ -299,15 +302,20 @@ pub(crate) async fn dead_list(
             "query parameter `limit`: must be between 1 and {MAX_DEAD_LIMIT}"
         )));
     }
+    // Redis indexes sorted sets with signed 64-bit numbers: an offset past that range would be
+    // refused by Redis (a 503 for a client mistake), and no dead set comes near this one.
+    let offset = query.offset.unwrap_or(0);
+    if offset > MAX_DEAD_OFFSET {
+        return Err(ApiError::invalid(format!(
+            "query parameter `offset`: must be at most {MAX_DEAD_OFFSET}"
+        )));
+    }
     let backends = state.backends().await?;
     let queue = queue(backends, &queue_name)?;
     let filter = DeadFilter {
         error_kind: query.error_kind,
     };
-    let page = Page {
-        offset: query.offset.unwrap_or(0),
-        limit,
-    };
+    let page = Page { offset, limit };
     let dead = on_queue!(queue, |q| q.dead_list(&filter, page).await)?;
     Ok(Json(DeadPageView {
         jobs: dead

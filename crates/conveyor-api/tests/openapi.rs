@@ -131,3 +131,46 @@ fn no_route_bypasses_the_documented_router() {
         }
     }
 }
+
+#[tokio::test]
+async fn every_operation_documents_the_answers_it_can_give() {
+    let doc = fetch_document().await;
+    let mut operation_ids = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            if operation.get("security").is_some() {
+                // The auth middleware, the rate limit, Redis and the unforeseen.
+                for status in ["401", "403", "429", "500", "503"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{method} {path} does not document {status}"
+                    );
+                }
+                if path.contains('{') {
+                    for status in ["400", "404"] {
+                        assert!(responses.contains_key(status), "{method} {path}: {status}");
+                    }
+                }
+                for status in ["429", "503"] {
+                    assert!(
+                        responses[status]["headers"]["Retry-After"].is_object(),
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+            for (status, response) in responses {
+                assert!(
+                    response["headers"]["X-Request-Id"].is_object(),
+                    "{method} {path} {status} lacks X-Request-Id"
+                );
+            }
+            if let Some(id) = operation["operationId"].as_str() {
+                assert!(
+                    operation_ids.insert(id.to_owned()),
+                    "operationId {id} is used twice"
+                );
+            }
+        }
+    }
+}
