@@ -22,84 +22,37 @@ mod support;
 #[path = "webhooks_support.rs"]
 mod hooks;
 
+#[path = "api_support.rs"]
+mod api;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use conveyor_core::{ConnectionId, ConnectionStatus, Entity, SyncTrigger};
-use conveyor_runtime::Shutdown;
 use conveyor_sim::{FaultKind, FaultSpec, SimConfig};
-use conveyor_store::{ApiRole, RunStatus};
+use conveyor_store::RunStatus;
 use hooks::Receiver;
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::{Fleet, PROFILE, start_worker, stop_worker, wait_until};
 
-/// The API router on 127.0.0.1, port 0, with an admin key of a tenant of its own.
-struct Api {
-    base: String,
-    key: String,
-    client: reqwest::Client,
-    shutdown: Shutdown,
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
-}
+/// The API router in-process over the fleet's Redis, with an admin key of its own tenant.
+struct Api(api::Api);
 
 impl Api {
     async fn start(fleet: &Fleet) -> Api {
         let redis_url = fleet.redis.url();
-        let env = [
-            ("CONVEYOR_REDIS_URL", redis_url.as_str()),
-            ("CONVEYOR_ENCRYPTION_KEYS", support::KEYS),
+        // The tests poll the status every 20 ms: no rate limit in the way.
+        let extra = [
             ("CONVEYOR_WEBHOOKS_ALLOW_PRIVATE", "true"),
-            // The tests poll the status every 20 ms.
             ("CONVEYOR_API_RATE_LIMIT", "1000000"),
             ("CONVEYOR_API_RATE_BURST", "100000"),
         ];
-        let config = conveyor_api::Config::from_lookup(|key| {
-            env.iter()
-                .find(|(name, _)| *name == key)
-                .map(|(_, value)| (*value).to_owned())
-        })
-        .unwrap();
-        let state = conveyor_api::AppState::new(&config).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let shutdown = Shutdown::new();
-        tokio::spawn(conveyor_api::serve(listener, state, shutdown.clone()));
-        let tenant = fleet.store.create_tenant("health tests").await.unwrap();
-        let key = fleet
-            .store
-            .create_api_key(&tenant.id, ApiRole::Admin, "tests")
-            .await
-            .unwrap()
-            .secret
-            .expose()
-            .to_owned();
-        Api {
-            base,
-            key,
-            client: reqwest::Client::new(),
-            shutdown,
-        }
+        Api(api::Api::start(&redis_url, &fleet.store, "health tests", &extra).await)
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
-            .client
-            .request(method.clone(), format!("{}{path}", self.base))
-            .bearer_auth(&self.key);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
-        assert!(status.is_success(), "{method} {path}: {status} {body}");
-        body
+        self.0.ok(method, path, body).await
     }
 
     /// A connection to the simulator with work orders every 15 minutes: in these tests nothing

@@ -18,31 +18,22 @@
 #[path = "webhooks_support.rs"]
 mod support;
 
+#[path = "api_support.rs"]
+mod api;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::Utc;
 use conveyor_core::{ConnectionId, EventType};
-use conveyor_runtime::Shutdown;
-use conveyor_store::{ApiRole, Store};
+use conveyor_store::Store;
 use conveyor_webhooks::{SigningSecret, Verifier};
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::{Answer, Fixture, Receiver, test_settings, wait_until};
 
-/// The API router on 127.0.0.1, port 0, with an admin key of a tenant of its own.
-struct Api {
-    base: String,
-    key: String,
-    client: reqwest::Client,
-    shutdown: Shutdown,
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
-}
+/// The API router in-process over the fixture's Redis, with an admin key of its own tenant.
+struct Api(api::Api);
 
 impl Api {
     async fn start(redis_url: &str, store: &Store) -> Api {
@@ -51,50 +42,12 @@ impl Api {
 
     async fn start_with(redis_url: &str, store: &Store, allow_private: bool) -> Api {
         let allow_private = allow_private.to_string();
-        let env = [
-            ("CONVEYOR_REDIS_URL", redis_url),
-            ("CONVEYOR_ENCRYPTION_KEYS", support::KEYS),
-            ("CONVEYOR_WEBHOOKS_ALLOW_PRIVATE", allow_private.as_str()),
-        ];
-        let config = conveyor_api::Config::from_lookup(|key| {
-            env.iter()
-                .find(|(name, _)| *name == key)
-                .map(|(_, value)| (*value).to_owned())
-        })
-        .unwrap();
-        let state = conveyor_api::AppState::new(&config).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let shutdown = Shutdown::new();
-        tokio::spawn(conveyor_api::serve(listener, state, shutdown.clone()));
-        let tenant = store.create_tenant("webhook tests").await.unwrap();
-        let key = store
-            .create_api_key(&tenant.id, ApiRole::Admin, "tests")
-            .await
-            .unwrap()
-            .secret
-            .expose()
-            .to_owned();
-        Api {
-            base,
-            key,
-            client: reqwest::Client::new(),
-            shutdown,
-        }
+        let extra = [("CONVEYOR_WEBHOOKS_ALLOW_PRIVATE", allow_private.as_str())];
+        Api(api::Api::start(redis_url, store, "webhook tests", &extra).await)
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.key);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        self.0.call(method, path, body).await
     }
 
     async fn get(&self, path: &str) -> Value {
