@@ -1,4 +1,4 @@
-//! `bench-sync [RECORDS]`: how fast one worker fully syncs RECORDS purchase orders (default
+//! `bench-sync [RECORDS] [--quick]`: how fast one worker fully syncs RECORDS purchase orders (default
 //! 1,000,000) from the simulator into Redis, how much memory it needs for that, and how long an
 //! incremental sync of 1,000 changes then takes.
 //!
@@ -32,7 +32,7 @@ use serde::Serialize;
 const KEYS: &str = "bench:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
 const PROFILE: ProfileKind = ProfileKind::ODataV4;
 const ENTITY: Entity = Entity::PurchaseOrders;
-/// Records per page asked of the source.
+/// Records per page asked of the source, unless `BENCH_SYNC_PAGE_SIZE` says otherwise.
 const PAGE_SIZE: u32 = 2_000;
 const SMALL: u64 = 100_000;
 const CHANGES: u32 = 1_000;
@@ -245,7 +245,7 @@ fn connection(base_url: &str) -> Connection {
         profile: PROFILE,
         base_url: base_url.to_owned(),
         settings: SourceSettings {
-            page_size: Some(PAGE_SIZE),
+            page_size: Some(page_size()),
             utc_offset: None,
             request_timeout_secs: Some(60),
         },
@@ -262,6 +262,15 @@ fn connection(base_url: &str) -> Connection {
         updated_at: Utc::now(),
         version: 0,
     }
+}
+
+/// The page size: `BENCH_SYNC_PAGE_SIZE` (smaller pages keep single scripts short, for
+/// profiling Redis under valgrind) or [`PAGE_SIZE`].
+fn page_size() -> u32 {
+    std::env::var("BENCH_SYNC_PAGE_SIZE")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(PAGE_SIZE)
 }
 
 /// A binary built next to this one (`target/release/`).
@@ -282,13 +291,20 @@ fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let records: u64 = match std::env::args().nth(1) {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    // `--quick`: only the RECORDS full sync, printed and not written (for profiling rounds).
+    let quick = args.iter().any(|arg| arg == "--quick");
+    args.retain(|arg| arg != "--quick");
+    let records: u64 = match args.first() {
         Some(text) => text
             .trim()
             .parse()
             .with_context(|| format!("RECORDS must be a number, not `{text}`"))?,
         None => 1_000_000,
     };
+    if quick {
+        return quick_full(records).await;
+    }
 
     eprintln!("full sync of {SMALL} records...");
     let small = Scenario::start(SMALL).await?;
@@ -348,7 +364,7 @@ async fn main() -> anyhow::Result<()> {
         full,
         full_small,
         incremental,
-        page_size: PAGE_SIZE,
+        page_size: page_size(),
         profile: PROFILE.as_str(),
         measured_at: Utc::now(),
         machine: Machine::describe(redis_version),
@@ -358,6 +374,25 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     print_table(&results);
     eprintln!("written to {}", path.display());
+    Ok(())
+}
+
+/// One full sync of `records`, its time and CPU printed, nothing written.
+async fn quick_full(records: u64) -> anyhow::Result<()> {
+    let scenario = Scenario::start(records).await?;
+    let cpu_before = scenario.cpu_seconds()?;
+    let (run, seconds) = scenario.sync(SyncMode::Full).await?;
+    let cpu = scenario.cpu_seconds()?.minus(cpu_before);
+    let per_record = |cpu_seconds: f64| cpu_seconds * 1e6 / run.records_written.max(1) as f64;
+    println!(
+        "{} records in {seconds:.2} s = {:.0} records/s; CPU us/record: worker {:.2}, redis {:.2}, simulator {:.2}; worker peak RSS {:.1} MiB",
+        run.records_written,
+        run.records_written as f64 / seconds,
+        per_record(cpu.worker),
+        per_record(cpu.redis),
+        per_record(cpu.simulator),
+        scenario.worker_peak_rss_mib()?
+    );
     Ok(())
 }
 

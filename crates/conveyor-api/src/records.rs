@@ -37,8 +37,9 @@ pub(crate) struct RecordView {
     synced_at: DateTime<Utc>,
     /// The unified model of the record (its fields depend on `entity`).
     data: serde_json::Value,
-    /// The record exactly as the source sent it.
-    raw: serde_json::Value,
+    /// The record exactly as the source sent it (its JSON text, passed through unparsed).
+    #[schema(value_type = serde_json::Value)]
+    raw: Box<serde_json::value::RawValue>,
 }
 
 impl RecordView {

@@ -433,7 +433,10 @@ async fn status_and_records_read_what_the_store_holds() {
                 description: Some(format!("pump {n}")),
                 ..Asset::default()
             }),
-            raw: json!({"ASSETNUM": format!("A-{n}"), "extra": n}),
+            raw: serde_json::value::to_raw_value(
+                &json!({"ASSETNUM": format!("A-{n}"), "extra": n}),
+            )
+            .unwrap(),
         })
         .collect();
     h.store

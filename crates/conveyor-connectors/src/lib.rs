@@ -67,6 +67,11 @@ pub fn map_record(
 ) -> Result<conveyor_core::UnifiedRecord, ConnectorError> {
     let mapping = mapping::EntityMapping::new(profile, entity, field_overrides, utc_offset)
         .map_err(|problems| ConnectorError::config(problems.join("; ")))?;
+    let raw = serde_json::value::to_raw_value(&raw).map_err(|err| ConnectorError::BadData {
+        url: "(memory)".into(),
+        position: "(record)".into(),
+        reason: err.to_string(),
+    })?;
     mapping.map(raw).map_err(|failure| ConnectorError::BadData {
         url: "(memory)".into(),
         position: format!("field {}", failure.field),

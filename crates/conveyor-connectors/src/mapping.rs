@@ -9,15 +9,24 @@
 //!
 //! The mapping is strict about the two fields a sync cannot do without (the key and the change
 //! time) and about values of the wrong kind; a field the source simply omits maps to `None`.
+//!
+//! A record is read from its JSON text without building a tree of it: the record object is split
+//! into its members (names and unparsed value texts) once, the lines array into its lines' members
+//! once more, and only the values the table names are parsed, so a field nobody maps costs a scan
+//! of its bytes and no allocation. The raw text itself becomes
+//! the unified record's `raw`, untouched.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt;
 
 use chrono::{DateTime, FixedOffset, Utc};
 use conveyor_core::{
     Asset, Entity, ProfileKind, PurchaseOrder, PurchaseOrderLine, RecordData, UnifiedRecord,
     Vendor, WorkOrder,
 };
-use serde_json::Value;
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 
 use crate::timestamp::parse_timestamp;
 
@@ -471,16 +480,14 @@ impl EntityMapping {
     }
 
     /// Maps one source record; the raw record is moved into the result unchanged.
-    pub(crate) fn map(&self, raw: Value) -> Result<UnifiedRecord, FieldFailure> {
-        if !raw.is_object() {
-            return Err(FieldFailure {
-                field: "(record)".into(),
-                reason: "a record must be a JSON object".into(),
-            });
-        }
+    pub(crate) fn map(&self, raw: Box<RawValue>) -> Result<UnifiedRecord, FieldFailure> {
+        let members = Members::of(&raw).ok_or_else(|| FieldFailure {
+            field: "(record)".into(),
+            reason: "a record must be a JSON object".into(),
+        })?;
         let reader = Reader {
             mapping: self,
-            record: &raw,
+            members,
         };
         let external_key = reader
             .text(EXTERNAL_KEY)?
@@ -531,6 +538,7 @@ impl EntityMapping {
                 });
             }
         };
+        drop(reader);
         Ok(UnifiedRecord {
             external_key,
             source_updated_at,
@@ -541,13 +549,188 @@ impl EntityMapping {
     }
 }
 
+/// The members of one JSON object: names and unparsed value texts, in source order.
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Members<'a> {
+    /// The members of `value`; `None` unless it is an object.
+    fn of(value: &'a RawValue) -> Option<Members<'a>> {
+        if kind(value) != Kind::Object {
+            return None;
+        }
+        serde_json::from_str(value.get()).ok()
+    }
+
+    /// The value of member `name`; the last one when a name repeats, as a JSON tree would keep.
+    fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| *value)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(MembersVisitor)
+    }
+}
+
+struct MembersVisitor;
+
+impl<'de> Visitor<'de> for MembersVisitor {
+    type Value = Members<'de>;
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Members<'de>, M::Error> {
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16));
+        while let Some(Name(name)) = map.next_key()? {
+            members.push((name, map.next_value()?));
+        }
+        Ok(Members(members))
+    }
+}
+
+/// One element of an array of lines: its members, or none when it is not an object (as a JSON
+/// tree lookup would find no fields in it).
+struct LineMembers<'a>(Members<'a>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for LineMembers<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LineVisitor;
+        impl<'de> Visitor<'de> for LineVisitor {
+            type Value = LineMembers<'de>;
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a JSON value")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<LineMembers<'de>, M::Error> {
+                MembersVisitor.visit_map(map).map(LineMembers)
+            }
+            fn visit_seq<S: SeqAccess<'de>>(
+                self,
+                mut seq: S,
+            ) -> Result<LineMembers<'de>, S::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(LineMembers(Members(Vec::new())))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<LineMembers<'de>, E> {
+                Ok(LineMembers(Members(Vec::new())))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<LineMembers<'de>, E> {
+                Ok(LineMembers(Members(Vec::new())))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<LineMembers<'de>, E> {
+                Ok(LineMembers(Members(Vec::new())))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<LineMembers<'de>, E> {
+                Ok(LineMembers(Members(Vec::new())))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<LineMembers<'de>, E> {
+                Ok(LineMembers(Members(Vec::new())))
+            }
+            fn visit_unit<E>(self) -> Result<LineMembers<'de>, E> {
+                Ok(LineMembers(Members(Vec::new())))
+            }
+        }
+        deserializer.deserialize_any(LineVisitor)
+    }
+}
+
+/// A member name, borrowed from the record's text unless it holds escapes.
+struct Name<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Name<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl<'de> Visitor<'de> for NameVisitor {
+            type Value = Name<'de>;
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, name: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Borrowed(name)))
+            }
+            fn visit_str<E>(self, name: &str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(name.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
+
+/// What kind of JSON value a text holds, from its first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Null,
+    Bool,
+    Number,
+    Text,
+    Array,
+    Object,
+}
+
+fn kind(value: &RawValue) -> Kind {
+    match value.get().trim_start().as_bytes().first() {
+        Some(b'{') => Kind::Object,
+        Some(b'[') => Kind::Array,
+        Some(b'"') => Kind::Text,
+        Some(b't' | b'f') => Kind::Bool,
+        Some(b'n') | None => Kind::Null,
+        Some(_) => Kind::Number,
+    }
+}
+
+fn kind_of(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Null => "null",
+        Kind::Bool => "a boolean",
+        Kind::Number => "a number",
+        Kind::Text => "text",
+        Kind::Array => "an array",
+        Kind::Object => "an object",
+    }
+}
+
+/// A scalar source value, parsed from its text.
+enum Scalar<'a> {
+    Text(Cow<'a, str>),
+    Number(serde_json::Number),
+    Bool(bool),
+    /// An array or object where a scalar was expected.
+    Other(Kind),
+}
+
+/// Parses a value's text; `None` for null. The text comes from an already checked page, so a
+/// parse error cannot happen; it reads as a value of the wrong kind if it somehow does.
+fn scalar(value: &RawValue) -> Option<Scalar<'_>> {
+    let text = value.get().trim();
+    let parsed = match kind(value) {
+        Kind::Null => return None,
+        Kind::Text => match text.get(1..text.len().saturating_sub(1)) {
+            // Without escapes the text between the quotes is the string itself.
+            Some(inner) if !inner.contains('\\') && text.len() >= 2 => {
+                Some(Scalar::Text(Cow::Borrowed(inner)))
+            }
+            _ => serde_json::from_str::<String>(text)
+                .ok()
+                .map(|owned| Scalar::Text(Cow::Owned(owned))),
+        },
+        Kind::Number => serde_json::from_str(text).ok().map(Scalar::Number),
+        Kind::Bool => Some(Scalar::Bool(text == "true")),
+        other => Some(Scalar::Other(other)),
+    };
+    Some(parsed.unwrap_or(Scalar::Other(kind(value))))
+}
+
 /// Reads unified fields out of one source object (a record, or one of its lines).
 struct Reader<'a> {
     mapping: &'a EntityMapping,
-    record: &'a Value,
+    members: Members<'a>,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     fn missing(&self, unified: Field) -> FieldFailure {
         FieldFailure {
             field: self
@@ -560,13 +743,25 @@ impl Reader<'_> {
     }
 
     /// The source value of a unified field; `None` when unmapped, absent or null.
-    fn value(&self, unified: Field) -> Option<(&str, &Value)> {
-        let path = self.mapping.path_at(unified)?;
-        let mut current = self.record;
-        for segment in &path.segments {
-            current = current.get(segment.as_str())?;
-        }
-        (!current.is_null()).then_some((path.text.as_str(), current))
+    fn value(&self, unified: Field) -> Option<(&'a str, &'a RawValue)> {
+        let path: &'a SourcePath = self.mapping.path_at(unified)?;
+        let (last, parents) = path.segments.split_last()?;
+        let current = match parents.split_first() {
+            None => self.members.get(last)?,
+            Some((first, rest)) => {
+                let mut object = Members::of(self.members.get(first)?)?;
+                for segment in rest {
+                    object = Members::of(object.get(segment)?)?;
+                }
+                object.get(last)?
+            }
+        };
+        (kind(current) != Kind::Null).then_some((path.text.as_str(), current))
+    }
+
+    fn scalar(&self, unified: Field) -> Option<(&'a str, Scalar<'a>)> {
+        let (field, value) = self.value(unified)?;
+        scalar(value).map(|scalar| (field, scalar))
     }
 
     fn fail(field: &str, reason: String) -> FieldFailure {
@@ -577,12 +772,12 @@ impl Reader<'_> {
     }
 
     fn text(&self, unified: Field) -> Result<Option<String>, FieldFailure> {
-        match self.value(unified) {
+        match self.scalar(unified) {
             None => Ok(None),
-            Some((_, Value::String(text))) => Ok(Some(text.clone())),
-            Some((_, Value::Number(number))) => Ok(Some(number.to_string())),
-            Some((_, Value::Bool(flag))) => Ok(Some(flag.to_string())),
-            Some((field, other)) => Err(Self::fail(
+            Some((_, Scalar::Text(text))) => Ok(Some(text.into_owned())),
+            Some((_, Scalar::Number(number))) => Ok(Some(number.to_string())),
+            Some((_, Scalar::Bool(flag))) => Ok(Some(flag.to_string())),
+            Some((field, Scalar::Other(other))) => Err(Self::fail(
                 field,
                 format!("expected text, found {}", kind_of(other)),
             )),
@@ -590,10 +785,10 @@ impl Reader<'_> {
     }
 
     fn decimal(&self, unified: Field) -> Result<Option<String>, FieldFailure> {
-        match self.value(unified) {
+        match self.scalar(unified) {
             None => Ok(None),
-            Some((_, Value::String(text))) if text.trim().is_empty() => Ok(None),
-            Some((field, Value::String(text))) => {
+            Some((_, Scalar::Text(text))) if text.trim().is_empty() => Ok(None),
+            Some((field, Scalar::Text(text))) => {
                 if is_decimal(text.trim()) {
                     Ok(Some(text.trim().to_owned()))
                 } else {
@@ -606,8 +801,12 @@ impl Reader<'_> {
                     ))
                 }
             }
-            Some((_, Value::Number(number))) => Ok(Some(number.to_string())),
-            Some((field, other)) => Err(Self::fail(
+            Some((_, Scalar::Number(number))) => Ok(Some(number.to_string())),
+            Some((field, Scalar::Bool(_))) => Err(Self::fail(
+                field,
+                format!("expected a decimal, found {}", kind_of(Kind::Bool)),
+            )),
+            Some((field, Scalar::Other(other))) => Err(Self::fail(
                 field,
                 format!("expected a decimal, found {}", kind_of(other)),
             )),
@@ -615,15 +814,23 @@ impl Reader<'_> {
     }
 
     fn timestamp(&self, unified: Field) -> Result<Option<DateTime<Utc>>, FieldFailure> {
-        match self.value(unified) {
+        match self.scalar(unified) {
             None => Ok(None),
-            Some((_, Value::String(text))) if text.trim().is_empty() => Ok(None),
-            Some((field, Value::String(text))) => {
-                parse_timestamp(text, self.mapping.default_offset)
+            Some((_, Scalar::Text(text))) if text.trim().is_empty() => Ok(None),
+            Some((field, Scalar::Text(text))) => {
+                parse_timestamp(&text, self.mapping.default_offset)
                     .map(Some)
                     .map_err(|reason| Self::fail(field, reason))
             }
-            Some((field, other)) => Err(Self::fail(
+            Some((field, Scalar::Number(_))) => Err(Self::fail(
+                field,
+                format!("expected a timestamp, found {}", kind_of(Kind::Number)),
+            )),
+            Some((field, Scalar::Bool(_))) => Err(Self::fail(
+                field,
+                format!("expected a timestamp, found {}", kind_of(Kind::Bool)),
+            )),
+            Some((field, Scalar::Other(other))) => Err(Self::fail(
                 field,
                 format!("expected a timestamp, found {}", kind_of(other)),
             )),
@@ -631,15 +838,15 @@ impl Reader<'_> {
     }
 
     fn flag(&self, unified: Field) -> Result<bool, FieldFailure> {
-        match self.value(unified) {
+        match self.scalar(unified) {
             None => Ok(false),
-            Some((_, Value::Bool(flag))) => Ok(*flag),
-            Some((_, Value::String(code))) => Ok(matches!(
+            Some((_, Scalar::Bool(flag))) => Ok(flag),
+            Some((_, Scalar::Text(code))) => Ok(matches!(
                 code.trim(),
                 "X" | "L" | "Y" | "1" | "true" | "TRUE" | "True"
             )),
-            Some((_, Value::Number(number))) => Ok(number.as_f64().is_some_and(|n| n != 0.0)),
-            Some((field, other)) => Err(Self::fail(
+            Some((_, Scalar::Number(number))) => Ok(number.as_f64().is_some_and(|n| n != 0.0)),
+            Some((field, Scalar::Other(other))) => Err(Self::fail(
                 field,
                 format!("expected a flag, found {}", kind_of(other)),
             )),
@@ -647,23 +854,29 @@ impl Reader<'_> {
     }
 
     fn lines(&self) -> Result<Vec<PurchaseOrderLine>, FieldFailure> {
-        let items = match self.value(PO_LINES) {
+        // Each line is split into its members while the array is read: one pass over the
+        // lines' text.
+        let items: Vec<LineMembers<'a>> = match self.value(PO_LINES) {
             None => return Ok(Vec::new()),
-            Some((_, Value::Array(items))) => items,
-            Some((field, other)) => {
-                return Err(Self::fail(
-                    field,
-                    format!("expected an array of lines, found {}", kind_of(other)),
-                ));
-            }
+            Some((field, value)) => match kind(value) {
+                Kind::Array => serde_json::from_str(value.get()).map_err(|err| {
+                    Self::fail(field, format!("unreadable array of lines: {err}"))
+                })?,
+                other => {
+                    return Err(Self::fail(
+                        field,
+                        format!("expected an array of lines, found {}", kind_of(other)),
+                    ));
+                }
+            },
         };
         items
-            .iter()
+            .into_iter()
             .enumerate()
-            .map(|(index, item)| {
+            .map(|(index, LineMembers(members))| {
                 let line = Reader {
                     mapping: self.mapping,
-                    record: item,
+                    members,
                 };
                 let read = || -> Result<PurchaseOrderLine, FieldFailure> {
                     Ok(PurchaseOrderLine {
@@ -685,17 +898,6 @@ impl Reader<'_> {
                 })
             })
             .collect()
-    }
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "text",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -10,6 +10,7 @@ use conveyor_core::{Entity, ProfileKind};
 use reqwest::Url;
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::timestamp::{Granularity, rfc3339_in_offset, rfc3339_utc};
 
@@ -265,10 +266,10 @@ pub(crate) enum NextHint {
     End,
 }
 
-/// The records of a page and where the next one is.
+/// The records of a page, each its own unparsed JSON text, and where the next one is.
 #[derive(Debug)]
 pub(crate) struct RawPage {
-    pub(crate) records: Vec<Value>,
+    pub(crate) records: Vec<Box<RawValue>>,
     pub(crate) next: NextHint,
 }
 
@@ -279,16 +280,26 @@ pub(crate) struct ParseFailure {
     pub(crate) reason: String,
 }
 
-/// `d` is read as a plain value and taken apart by hand: an untagged enum for its two shapes
-/// would make serde buffer the whole page twice.
+/// `d` is kept as text and taken apart by hand: it is either an object with `results` or a bare
+/// array, and an untagged enum would make serde buffer the whole page as a tree.
 #[derive(Deserialize)]
-struct ODataV2Envelope {
-    d: Value,
+struct ODataV2Envelope<'a> {
+    #[serde(borrow)]
+    d: &'a RawValue,
+}
+
+/// The object shape of OData v2's `d`; members are checked one by one for clear messages.
+#[derive(Deserialize)]
+struct ODataV2Results<'a> {
+    #[serde(borrow, default)]
+    results: Option<&'a RawValue>,
+    #[serde(rename = "__next", default)]
+    next: Option<Value>,
 }
 
 #[derive(Deserialize)]
 struct ODataV4Envelope {
-    value: Vec<Value>,
+    value: Vec<Box<RawValue>>,
     #[serde(rename = "@odata.nextLink", default)]
     next_link: Option<String>,
 }
@@ -296,7 +307,7 @@ struct ODataV4Envelope {
 #[derive(Deserialize)]
 struct OslcEnvelope {
     #[serde(default)]
-    member: Vec<Value>,
+    member: Vec<Box<RawValue>>,
     #[serde(rename = "responseInfo", default)]
     response_info: Option<OslcResponseInfo>,
 }
@@ -315,7 +326,7 @@ struct OslcLink {
 
 #[derive(Deserialize)]
 struct OracleEnvelope {
-    items: Vec<Value>,
+    items: Vec<Box<RawValue>>,
     #[serde(rename = "hasMore")]
     has_more: bool,
 }
@@ -340,13 +351,16 @@ pub(crate) fn parse_page(profile: ProfileKind, body: &[u8]) -> Result<RawPage, P
                 position: "d".into(),
                 reason: reason.into(),
             };
-            match envelope.d {
-                Value::Object(mut d) => {
-                    let records = match d.remove("results") {
-                        Some(Value::Array(records)) => records,
-                        _ => return Err(shape("`d.results` is not an array")),
-                    };
-                    let next = match d.remove("__next") {
+            let d = envelope.d.get();
+            match d.as_bytes().first() {
+                Some(b'{') => {
+                    let object: ODataV2Results =
+                        serde_json::from_str(d).map_err(|_| shape("`d` is not an object"))?;
+                    let records = object
+                        .results
+                        .and_then(|results| serde_json::from_str(results.get()).ok())
+                        .ok_or_else(|| shape("`d.results` is not an array"))?;
+                    let next = match object.next {
                         None | Some(Value::Null) => NextHint::Silent,
                         Some(Value::String(link)) => NextHint::Link(link),
                         Some(_) => return Err(shape("`d.__next` is not a link")),
@@ -354,8 +368,8 @@ pub(crate) fn parse_page(profile: ProfileKind, body: &[u8]) -> Result<RawPage, P
                     Ok(RawPage { records, next })
                 }
                 // OData v1 and some v2 services answer a collection as a bare array.
-                Value::Array(records) => Ok(RawPage {
-                    records,
+                Some(b'[') => Ok(RawPage {
+                    records: serde_json::from_str(d).map_err(failure)?,
                     next: NextHint::Silent,
                 }),
                 _ => Err(shape("`d` is neither an object with results nor an array")),
@@ -638,10 +652,13 @@ mod tests {
         let body =
             r#"{"items":[{"Description":"Kugellager \u00fcber München \"A\""}],"hasMore":false}"#;
         let page = parse_page(ProfileKind::OffsetHasMore, body.as_bytes()).unwrap();
+        // Each record keeps its exact text; parsed, it holds the decoded string.
         assert_eq!(
-            page.records[0]["Description"],
-            "Kugellager über München \"A\""
+            page.records[0].get(),
+            r#"{"Description":"Kugellager \u00fcber München \"A\""}"#
         );
+        let record: serde_json::Value = serde_json::from_str(page.records[0].get()).unwrap();
+        assert_eq!(record["Description"], "Kugellager über München \"A\"");
         // A byte that is not UTF-8, here inside a string, is refused with its offset.
         let mut broken = br#"{"items":[{"Description":"ab"#.to_vec();
         let at = broken.len();

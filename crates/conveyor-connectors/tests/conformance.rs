@@ -198,7 +198,7 @@ async fn full_crawl_returns_exactly_the_seeded_set() {
                     at_granularity(*profile, sim.sim().seeded_updated_at(*entity, index as u64)),
                     "{profile} {entity} record {index}"
                 );
-                assert!(record.raw.is_object());
+                assert!(record.raw_value().is_ok_and(|raw| raw.is_object()));
                 match &record.data {
                     RecordData::PurchaseOrder(po) => {
                         assert!(po.order_number.is_some(), "{profile}");

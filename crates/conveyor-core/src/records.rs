@@ -3,7 +3,9 @@
 //! Each source spells a purchase order differently (SAP `PurchaseOrder`, Maximo `ponum`, Oracle
 //! `OrderNumber`); connectors map them onto these few models so the rest of Conveyor, and the
 //! software reading the synced copies, sees one vocabulary. The raw source record travels along
-//! untouched, so nothing the mapping does not know about is lost.
+//! untouched, as the exact JSON text the source sent ([`RawValue`]): nothing the mapping does not
+//! know about is lost, and it is never parsed into a tree or written out again, which was most of
+//! a sync's CPU time.
 //!
 //! Decimals (amounts, quantities, prices) are kept as the text the source sent, never as floats:
 //! a copy must not round a customer's money. Timestamps are UTC.
@@ -13,11 +15,15 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::Entity;
 
 /// One record read from a source system, mapped onto a unified model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Two records are equal when their fields are and their raw records hold the same JSON value
+/// (key order and spacing aside).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UnifiedRecord {
     /// The source's own key of the record (`PurchaseOrder`, `workorderid`, `POHeaderId`...), as
     /// text; unique per connection and entity.
@@ -31,14 +37,41 @@ pub struct UnifiedRecord {
     pub deleted: bool,
     /// The mapped fields.
     pub data: RecordData,
-    /// The record exactly as the source sent it.
-    pub raw: serde_json::Value,
+    /// The record exactly as the source sent it: its JSON text, unparsed.
+    pub raw: Box<RawValue>,
 }
 
 impl UnifiedRecord {
     /// Which entity the record belongs to.
     pub fn entity(&self) -> Entity {
         self.data.entity()
+    }
+
+    /// The raw record parsed into a JSON tree, for callers that look inside it.
+    pub fn raw_value(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::from_str(self.raw.get())
+    }
+}
+
+impl PartialEq for UnifiedRecord {
+    fn eq(&self, other: &Self) -> bool {
+        self.external_key == other.external_key
+            && self.source_updated_at == other.source_updated_at
+            && self.deleted == other.deleted
+            && self.data == other.data
+            && same_json(&self.raw, &other.raw)
+    }
+}
+
+/// Whether two JSON texts hold the same value: the same text, or the same tree once parsed.
+fn same_json(a: &RawValue, b: &RawValue) -> bool {
+    if a.get() == b.get() {
+        return true;
+    }
+    let parse = |raw: &RawValue| serde_json::from_str::<serde_json::Value>(raw.get()).ok();
+    match (parse(a), parse(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
     }
 }
 
@@ -186,13 +219,25 @@ mod tests {
                 }],
                 ..PurchaseOrder::default()
             }),
-            raw: serde_json::json!({"PurchaseOrder": "4500000001"}),
+            raw: RawValue::from_string(
+                r#"{ "PurchaseOrder": "4500000001", "Extra": [1, 2] }"#.into(),
+            )
+            .unwrap(),
         };
+        // The raw record is written out exactly as it came.
+        let text = serde_json::to_string(&record).unwrap();
+        assert!(text.contains(r#""raw":{ "PurchaseOrder": "4500000001", "Extra": [1, 2] }"#));
         let json = serde_json::to_value(&record).unwrap();
         assert_eq!(json["data"]["entity"], "purchase_orders");
         assert_eq!(json["data"]["total_amount"], "1234.50");
         let back: UnifiedRecord = serde_json::from_value(json).unwrap();
+        // Parsed into a tree and back, the raw text changed its spacing but not its value.
+        assert_ne!(back.raw.get(), record.raw.get());
         assert_eq!(back, record);
+        assert_eq!(back.raw_value().unwrap()["Extra"][1], 2);
+        let mut changed = back.clone();
+        changed.raw = RawValue::from_string(r#"{"PurchaseOrder": "4500000002"}"#.into()).unwrap();
+        assert_ne!(changed, record);
         assert_eq!(back.entity(), Entity::PurchaseOrders);
     }
 

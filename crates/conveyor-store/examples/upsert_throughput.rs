@@ -30,10 +30,11 @@ fn record(i: usize, revision: usize) -> UnifiedRecord {
             priority: Some("2".into()),
             ..Default::default()
         }),
-        raw: serde_json::json!({
+        raw: serde_json::value::to_raw_value(&serde_json::json!({
             "wonum": key, "description": description, "status": "APPR",
             "assetnum": format!("A-{}", i % 5_000), "location": "PLANT-3", "wopriority": 2,
-        }),
+        }))
+        .expect("a JSON value always serializes"),
     }
 }
 

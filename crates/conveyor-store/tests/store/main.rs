@@ -108,8 +108,21 @@ pub(crate) fn work_order(key: &str, description: &str, updated: DateTime<Utc>) -
             description: Some(description.to_owned()),
             ..Default::default()
         }),
-        raw: serde_json::json!({"wonum": key, "description": description}),
+        raw: raw_json(&serde_json::json!({"wonum": key, "description": description})),
     }
+}
+
+/// A raw source record holding `value`.
+pub(crate) fn raw_json(value: &serde_json::Value) -> Box<serde_json::value::RawValue> {
+    serde_json::value::to_raw_value(value).unwrap()
+}
+
+/// The `description` of a record's raw source record.
+pub(crate) fn raw_description(record: &UnifiedRecord) -> String {
+    record.raw_value().unwrap()["description"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// Polls `condition` until it holds or `timeout` passes.

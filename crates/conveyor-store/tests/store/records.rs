@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use conveyor_core::{ConnectionId, Entity, SyncId, UnifiedRecord};
 use conveyor_store::{Store, StoreError, UpsertOutcome};
 
-use crate::{harness, wait_for_redis_clock_past, work_order};
+use crate::{harness, raw_description, raw_json, wait_for_redis_clock_past, work_order};
 
 const E: Entity = Entity::WorkOrders;
 
@@ -32,7 +32,7 @@ async fn walk(
             .await
             .unwrap();
         out.extend(page.items.into_iter().map(|r| {
-            let description = r.record.raw["description"].as_str().unwrap().to_owned();
+            let description = raw_description(&r.record);
             (r.record.external_key, description)
         }));
         match page.next_cursor {
@@ -85,7 +85,9 @@ async fn unchanged_records_are_skipped_and_counted() {
 
     let mut second = first.clone();
     for record in second.iter_mut().take(10) {
-        record.raw["description"] = "valve".into();
+        let mut raw = record.raw_value().unwrap();
+        raw["description"] = "valve".into();
+        record.raw = raw_json(&raw);
     }
     second[20].deleted = true;
     assert_eq!(
@@ -104,7 +106,7 @@ async fn unchanged_records_are_skipped_and_counted() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(changed.record.raw["description"], "valve");
+    assert_eq!(raw_description(&changed.record), "valve");
     assert_eq!(changed.record.data, second[3].data);
     assert_eq!(
         changed.record.source_updated_at.timestamp_millis(),
@@ -217,10 +219,8 @@ async fn paging_is_stable_under_concurrent_writes() {
             .await
             .unwrap();
         seen.extend(result.items.into_iter().map(|r| {
-            (
-                r.record.external_key,
-                r.record.raw["description"].as_str().unwrap().to_owned(),
-            )
+            let description = raw_description(&r.record);
+            (r.record.external_key, description)
         }));
         pages += 1;
         if pages == 3 {
@@ -352,6 +352,61 @@ async fn a_full_run_marks_deleted_what_the_source_no_longer_has() {
     );
 }
 
+/// The sweep skips its scan when the run's marker count equals the stored records, so the count
+/// must be exact: a retried page counted twice, or a record another full run took over still
+/// counted, would let records the run never saw escape the sweep.
+#[tokio::test]
+async fn the_sweep_still_finds_unseen_records_when_pages_repeat_or_another_run_takes_records() {
+    let h = harness().await;
+    let at = Utc::now();
+
+    // 25 records written by an incremental run, then a full run that sees the other 25, its
+    // page sent twice: counted twice it would equal the 50 stored.
+    let conn = ConnectionId::new();
+    h.store
+        .upsert_records(&conn, E, &page(25..50, "v1", at), None)
+        .await
+        .unwrap();
+    let run = SyncId::new();
+    for _ in 0..2 {
+        h.store
+            .upsert_records(&conn, E, &page(0..25, "v1", at), Some(&run))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        h.store.sweep_deleted(&conn, E, &run, None).await.unwrap(),
+        25
+    );
+
+    // A full run sees all 50; another full run then marks one of them as its own.
+    let conn = ConnectionId::new();
+    let run = SyncId::new();
+    h.store
+        .upsert_records(&conn, E, &page(0..50, "v1", at), Some(&run))
+        .await
+        .unwrap();
+    let other = SyncId::new();
+    h.store
+        .upsert_records(&conn, E, &page(0..1, "v1", at), Some(&other))
+        .await
+        .unwrap();
+    assert_eq!(
+        h.store.sweep_deleted(&conn, E, &run, None).await.unwrap(),
+        1
+    );
+    // A run that saw everything marks nothing.
+    let last = SyncId::new();
+    h.store
+        .upsert_records(&conn, E, &page(0..50, "v1", at), Some(&last))
+        .await
+        .unwrap();
+    assert_eq!(
+        h.store.sweep_deleted(&conn, E, &last, None).await.unwrap(),
+        0
+    );
+}
+
 #[tokio::test]
 async fn the_sweep_leaves_records_outside_the_historical_period_alone() {
     let h = harness().await;
@@ -420,7 +475,7 @@ async fn a_record_repeated_in_one_page_is_stored_once_last_copy_wins() {
         }
     );
     let stored = h.store.get_record(&conn, E, "WO-1").await.unwrap().unwrap();
-    assert_eq!(stored.record.raw["description"], "second copy");
+    assert_eq!(raw_description(&stored.record), "second copy");
     let all = walk(&h.store, &conn, DateTime::<Utc>::UNIX_EPOCH, 10).await;
     assert_eq!(all.len(), 2, "one change position per record: {all:?}");
 }
