@@ -15,7 +15,9 @@
 //!
 //! The API runs with its real middleware (authentication, the Redis rate limiter, request ids,
 //! metrics) and `CONVEYOR_LOG=warn`, the rate limit set high enough never to refuse. Results go
-//! to `bench/results/api.json`.
+//! to `bench/results/api.json`, with each phase's CPU microseconds per request of the API, Redis
+//! and this load generator, and the load average: on a shared 2-core machine the throughput is
+//! the cores' share these three get, divided by the sum of their per-request costs.
 
 use std::collections::BTreeMap;
 use std::process::{Command, ExitCode, Stdio};
@@ -98,9 +100,69 @@ struct PhaseResult {
     p90_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    /// CPU time per request, in microseconds, of each process on the machine's cores.
+    cpu_us_per_request: CpuPerRequest,
+    /// The 1-minute load average when the phase ended: other work competing for the cores.
+    load_average: Option<f64>,
+}
+
+/// CPU microseconds one request cost each process.
+#[derive(Debug, serde::Serialize)]
+struct CpuPerRequest {
+    api: f64,
+    redis: f64,
+    load_generator: f64,
+}
+
+/// CPU seconds used so far by the API, Redis and this process.
+#[derive(Debug, Clone, Copy)]
+struct CpuSeconds {
+    api: f64,
+    redis: f64,
+    load_generator: f64,
+}
+
+/// What a phase needs to account for CPU: the API's pid and a Redis connection.
+struct Meters {
+    api_pid: u32,
+    redis: redis::Client,
+}
+
+impl Meters {
+    fn read(&self) -> anyhow::Result<CpuSeconds> {
+        // Fields 14 and 15 of /proc/<pid>/stat are user and system ticks (USER_HZ, fixed at 100
+        // for user space); the command name (field 2) may hold spaces, so count after its `)`.
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.api_pid))
+            .context("reading the API's /proc stat")?;
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks = |index: usize| -> f64 {
+            fields
+                .get(index)
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(0.0)
+        };
+        let mut connection = self.redis.get_connection()?;
+        Ok(CpuSeconds {
+            api: (ticks(11) + ticks(12)) / 100.0,
+            redis: conveyor_bench::redis_counters::cpu_seconds(&mut connection)?,
+            load_generator: conveyor_bench::phase::cpu_seconds().unwrap_or(0.0),
+        })
+    }
+}
+
+/// The 1-minute load average.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
+    let load_at_start = load_average();
     let redis = RedisServer::start().context("starting redis-server")?;
     let version = redis_version(&mut redis.client().get_connection()?);
     let store = Store::connect(
@@ -142,6 +204,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .stderr(log)
         .spawn()
         .with_context(|| format!("starting {}", api_path.display()))?;
+    let api_pid = child.id();
     let _api = ChildGuard::new("conveyor-api", child);
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder()
@@ -162,7 +225,20 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     );
     // Warm up connections and code paths on pairs the phases never use.
     let warm = Arc::new(targets[targets.len() - 2_000..].to_vec());
-    phase(&client, &base, &secret, &warm, settings.connections, 1).await?;
+    let meters = Meters {
+        api_pid,
+        redis: redis.client(),
+    };
+    phase(
+        &client,
+        &base,
+        &secret,
+        &warm,
+        settings.connections,
+        1,
+        &meters,
+    )
+    .await?;
     let measured = Arc::new(targets[..targets.len() - 2_000].to_vec());
 
     let fresh = phase(
@@ -172,6 +248,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         &measured,
         settings.connections,
         settings.seconds,
+        &meters,
     )
     .await?;
     eprintln!("bench-api: fresh {fresh:?}");
@@ -186,6 +263,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         &used,
         settings.connections,
         settings.seconds,
+        &meters,
     )
     .await?;
     eprintln!("bench-api: duplicate {duplicate:?}");
@@ -201,6 +279,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             "seconds_per_phase": settings.seconds,
             "what": "POST /v1/connections/{id}/syncs with one entity; fresh = a new sync each time, duplicate = the existing sync returned",
             "server": "release conveyor-api, CONVEYOR_LOG=warn, auth + Redis rate limiter on, one redis-server, load generator on the same machine",
+            "load_average_at_start": load_at_start,
         },
         "machine": Machine::describe(version),
         "measured_at": Utc::now().to_rfc3339(),
@@ -291,7 +370,9 @@ async fn phase(
     targets: &Arc<Vec<String>>,
     connections: usize,
     seconds: u64,
+    meters: &Meters,
 ) -> anyhow::Result<PhaseResult> {
+    let cpu_before = meters.read()?;
     let next = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicUsize::new(0));
@@ -343,6 +424,14 @@ async fn phase(
         latencies.extend(joined?);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_after = meters.read()?;
+    let per_request =
+        |before: f64, after: f64| ((after - before) * 1e6 / latencies.len().max(1) as f64).round();
+    let cpu_us_per_request = CpuPerRequest {
+        api: per_request(cpu_before.api, cpu_after.api),
+        redis: per_request(cpu_before.redis, cpu_after.redis),
+        load_generator: per_request(cpu_before.load_generator, cpu_after.load_generator),
+    };
     latencies.sort_unstable();
     let quantile = |q: f64| {
         latencies
@@ -357,5 +446,7 @@ async fn phase(
         p90_ms: quantile(0.90),
         p99_ms: quantile(0.99),
         max_ms: latencies.last().map_or(0.0, |m| f64::from(*m) / 1_000.0),
+        cpu_us_per_request,
+        load_average: load_average(),
     })
 }
