@@ -334,6 +334,8 @@ pub fn worker_env(redis_url: &str, extra: &[(&str, &str)]) -> BTreeMap<String, S
         ("CONVEYOR_RETRY_BACKOFF_BASE", "50ms"),
         ("CONVEYOR_RETRY_BACKOFF_CAP", "200ms"),
         ("CONVEYOR_SHUTDOWN_DEADLINE", "2s"),
+        // These tests read the event outbox itself; a dispatcher would take events out of it.
+        ("CONVEYOR_WEBHOOKS_ENABLED", "false"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -193,6 +193,7 @@ where
 /// Settings for tests: loopback allowed, the schedule in milliseconds, short timeouts.
 pub fn test_settings() -> WebhookSettings {
     WebhookSettings {
+        enabled: true,
         allow_private_networks: true,
         timeout: Duration::from_millis(500),
         retry_scale: 0.001,

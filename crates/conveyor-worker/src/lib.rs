@@ -83,10 +83,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         "scheduler",
         scheduler::run(scheduler, shutdown.clone()),
     ));
-    kinds.spawn(named(
-        WEBHOOK_QUEUE,
-        webhooks::run(store, &config, shutdown.clone()),
-    ));
+    if config.webhooks.enabled {
+        kinds.spawn(named(
+            WEBHOOK_QUEUE,
+            webhooks::run(store, &config, shutdown.clone()),
+        ));
+    } else {
+        tracing::info!("webhooks are off in this process (CONVEYOR_WEBHOOKS_ENABLED=false)");
+    }
     tracing::info!(
         concurrency = config.concurrency,
         source_concurrency = config.source_concurrency,

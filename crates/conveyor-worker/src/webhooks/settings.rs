@@ -2,6 +2,7 @@
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
+//! | `CONVEYOR_WEBHOOKS_ENABLED` | whether this process dispatches and delivers webhooks (at least one process of the fleet must) | true |
 //! | `CONVEYOR_WEBHOOKS_ALLOW_PRIVATE` | deliver to private, loopback and link-local addresses (demos and tests only) | false |
 //! | `CONVEYOR_WEBHOOK_TIMEOUT` | how long a receiver has to answer one attempt | 10s |
 //! | `CONVEYOR_WEBHOOK_RETRY_SCALE` | multiplies the retry schedule (30 s, 5 min, ... 24 h); tests use 0.001 | 1 |
@@ -19,6 +20,10 @@ use conveyor_webhooks::{DeliveryConfig, RetrySchedule, UrlPolicy};
 /// How this worker dispatches and delivers webhooks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebhookSettings {
+    /// `CONVEYOR_WEBHOOKS_ENABLED`: whether this process dispatches and delivers webhooks.
+    /// Defaults to true. A fleet may keep webhooks on some processes only; at least one process
+    /// must have them on, or events wait in the outbox.
+    pub enabled: bool,
     /// `CONVEYOR_WEBHOOKS_ALLOW_PRIVATE`: call non-public addresses. Defaults to false; only
     /// demos and tests, whose receivers listen on loopback, set it.
     pub allow_private_networks: bool,
@@ -47,6 +52,7 @@ pub struct WebhookSettings {
 impl Default for WebhookSettings {
     fn default() -> Self {
         WebhookSettings {
+            enabled: true,
             allow_private_networks: false,
             timeout: conveyor_webhooks::delivery::DEFAULT_TIMEOUT,
             retry_scale: 1.0,
@@ -86,6 +92,7 @@ impl WebhookSettings {
         let sweep_interval = positive("CONVEYOR_WEBHOOK_SWEEP_INTERVAL", defaults.sweep_interval);
         let claim_idle = positive("CONVEYOR_WEBHOOK_CLAIM_IDLE", defaults.claim_idle);
         WebhookSettings {
+            enabled: reader.flag("CONVEYOR_WEBHOOKS_ENABLED", defaults.enabled),
             allow_private_networks: reader.flag("CONVEYOR_WEBHOOKS_ALLOW_PRIVATE", false),
             timeout,
             retry_scale,
@@ -170,9 +177,11 @@ mod tests {
             ("CONVEYOR_WEBHOOKS_ALLOW_PRIVATE", "true"),
             ("CONVEYOR_WEBHOOK_RETRY_SCALE", "0.001"),
             ("CONVEYOR_WEBHOOK_TIMEOUT", "300ms"),
+            ("CONVEYOR_WEBHOOKS_ENABLED", "false"),
         ]);
         result.unwrap();
         assert!(settings.allow_private_networks);
+        assert!(!settings.enabled);
         assert_eq!(
             settings.schedule().base_delay(1),
             Some(Duration::from_millis(30))
