@@ -3,11 +3,6 @@
 use conveyor_runtime::{Shutdown, telemetry};
 use conveyor_worker::{Config, run};
 
-// Records are `serde_json::Value` trees, many small allocations each: mimalloc takes about a
-// fifth off the CPU per record against the system allocator (conveyor-connectors' crawl_throughput).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = match Config::from_lookup(|key| std::env::var(key).ok()) {
