@@ -17,7 +17,14 @@ cd "$ROOT"
 WORK="$(mktemp -d -t conveyor-fuzz-XXXXXX)"
 PIDS=()
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    # Newest first, so the worker and the API stop while Redis still answers; whatever has not
+    # exited after ten seconds is killed.
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        pid="${PIDS[$i]}"
+        kill "$pid" 2>/dev/null || continue
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+    done
     wait 2>/dev/null || true
     rm -rf "$WORK"
 }

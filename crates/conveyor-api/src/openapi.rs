@@ -76,6 +76,24 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
     })
 }
 
+/// The exact form of a path parameter, by its name: handlers take ids as text and parse them
+/// (to name the parameter in a 400), so their attributes say only `string`; the document says
+/// what parses, and a client or fuzzer can build valid paths from it.
+fn path_parameter_schema(name: &str) -> Option<utoipa::openapi::Schema> {
+    use conveyor_core::{ApiKeyId, ConnectionId, DeliveryId, EndpointId, JobId, SyncId};
+    let object = match name {
+        "connection_id" => crate::schema::id(ConnectionId::PREFIX),
+        "sync_id" => crate::schema::id(SyncId::PREFIX),
+        "job_id" => crate::schema::id(JobId::PREFIX),
+        "api_key_id" => crate::schema::id(ApiKeyId::PREFIX),
+        "endpoint_id" => crate::schema::id(EndpointId::PREFIX),
+        "delivery_id" => crate::schema::id(DeliveryId::PREFIX),
+        "entity" => crate::schema::entity(),
+        _ => return None,
+    };
+    Some(utoipa::openapi::Schema::Object(object))
+}
+
 /// Answers that do not depend on the handler, with why they happen: the auth middleware (401,
 /// 403, 429), Redis (503), path parameters (400, 404) and anything unforeseen (500).
 const AUTHENTICATED: [(&str, &str); 5] = [
@@ -150,6 +168,16 @@ fn add_common_responses(document: &mut utoipa::openapi::OpenApi) {
                 operation.tags.as_ref().and_then(|tags| tags.first()),
             ) {
                 *id = format!("{tag}_{id}");
+            }
+            for parameter in operation.parameters.iter_mut().flatten() {
+                let RefOr::T(parameter) = parameter else {
+                    continue;
+                };
+                if parameter.parameter_in == utoipa::openapi::path::ParameterIn::Path
+                    && let Some(schema) = path_parameter_schema(&parameter.name)
+                {
+                    parameter.schema = Some(RefOr::T(schema));
+                }
             }
             let authenticated = operation.security.is_some();
             let responses = &mut operation.responses.responses;

@@ -139,6 +139,15 @@ async fn every_operation_documents_the_answers_it_can_give() {
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
             let responses = operation["responses"].as_object().unwrap();
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                let name = parameter["name"].as_str().unwrap();
+                if parameter["in"] == "path" && name.ends_with("_id") {
+                    assert!(
+                        parameter["schema"]["pattern"].is_string(),
+                        "{method} {path}: path parameter {name} has no pattern"
+                    );
+                }
+            }
             if operation.get("security").is_some() {
                 // The auth middleware, the rate limit, Redis and the unforeseen.
                 for status in ["401", "403", "429", "500", "503"] {
