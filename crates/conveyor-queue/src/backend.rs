@@ -93,10 +93,17 @@ struct Consumer {
     closing: Closing,
 }
 
+/// How long a stopping fetcher lets a fetch in flight finish before abandoning it.
+const FETCH_STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a closing consumer waits for its outcomes to reach Redis before it gives up.
+const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
+
 enum Closing {
     Open,
     StoppingFetcher,
-    Flushing(oneshot::Receiver<()>),
+    /// Waiting for the keeper to commit the outcomes it holds, at most until the deadline.
+    Flushing(oneshot::Receiver<()>, Pin<Box<tokio::time::Sleep>>),
     StoppingKeeper,
     Closed,
 }
@@ -256,11 +263,20 @@ where
                     if handed_back > 0 {
                         tracing::info!(worker_id = %consumer.worker_id, jobs = handed_back, "handing back unstarted jobs");
                     }
-                    consumer.closing = Closing::Flushing(consumer.keeper.flush());
+                    consumer.closing = Closing::Flushing(
+                        consumer.keeper.flush(),
+                        Box::pin(tokio::time::sleep(FLUSH_DEADLINE)),
+                    );
                 }
-                Closing::Flushing(done) => {
+                Closing::Flushing(done, deadline) => {
                     if Pin::new(done).poll(cx).is_pending() {
-                        return Poll::Pending;
+                        if deadline.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                        // Redis is unreachable: waiting longer would keep the process from
+                        // exiting. The jobs whose outcomes are lost are redelivered when their
+                        // leases run out.
+                        tracing::warn!(worker_id = %consumer.worker_id, deadline = ?FLUSH_DEADLINE, "outcomes still uncommitted at the flush deadline; stopping anyway");
                     }
                     consumer.keeper_stop.cancel();
                     consumer.closing = Closing::StoppingKeeper;
@@ -383,7 +399,21 @@ async fn fetch_loop<T>(
         if stop.is_cancelled() {
             return;
         }
-        match queue.fetch(wanted, &worker_id).await {
+        // A fetch normally answers in milliseconds; one stuck on an unreachable Redis is given
+        // up shortly after a stop, so shutdown never waits for Redis to come back. (Jobs such an
+        // abandoned fetch may still have leased come back when their leases run out.)
+        let fetched = tokio::select! {
+            biased;
+            result = queue.fetch(wanted, &worker_id) => result,
+            () = async {
+                stop.cancelled().await;
+                tokio::time::sleep(FETCH_STOP_GRACE).await;
+            } => {
+                tracing::warn!(queue = queue.name(), "a fetch did not answer after the stop; abandoning it");
+                return;
+            }
+        };
+        match fetched {
             Ok(fetched) => {
                 failures = 0;
                 let got = fetched.jobs.len();

@@ -296,3 +296,45 @@ async fn a_worker_keeps_going_when_redis_restarts() {
     .await;
     worker.shutdown().await;
 }
+
+/// A worker asked to stop after its Redis went away does not wait for Redis to come back: the
+/// outcome it cannot commit is given up after the flush deadline (the job will be redelivered
+/// when its lease runs out), and the worker exits.
+#[tokio::test]
+async fn a_worker_stops_even_when_redis_is_gone_with_outcomes_pending() {
+    let mut redis = redis();
+    let queue = queue(&redis, config("redis-gone")).await;
+    let started = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let worker = start_worker(
+        &queue,
+        WorkerOptions {
+            concurrency: 1,
+            shutdown_deadline: Duration::from_secs(5),
+        },
+        {
+            let started = started.clone();
+            let release = release.clone();
+            move |_work: Work, _context| {
+                let started = started.clone();
+                let release = release.clone();
+                async move {
+                    started.notify_one();
+                    release.notified().await;
+                    Ok::<(), JobError>(())
+                }
+            }
+        },
+    );
+    queue.push(JobSpec::new(Work { number: 1 })).await.unwrap();
+    started.notified().await;
+    redis.stop();
+    // The job finishes while Redis is away; its outcome cannot be committed.
+    release.notify_one();
+    worker.stop.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(40), worker.task).await;
+    assert!(
+        stopped.is_ok(),
+        "the worker still ran 40 s after shutdown with Redis gone"
+    );
+}
