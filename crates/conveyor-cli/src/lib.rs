@@ -78,6 +78,21 @@ pub enum Command {
         )]
         redis_url: String,
     },
+    /// Re-encrypt every stored credential under the active encryption key (the middle step of a
+    /// key rotation), directly in Redis. Reads the keys from `CONVEYOR_ENCRYPTION_KEYS`, the
+    /// active key first, as the API and workers do.
+    Reencrypt {
+        /// The Redis server.
+        #[arg(
+            long,
+            env = "CONVEYOR_REDIS_URL",
+            default_value = "redis://127.0.0.1:6379/"
+        )]
+        redis_url: String,
+        /// The encryption keys (`id:base64,...`, active first).
+        #[arg(long, env = "CONVEYOR_ENCRYPTION_KEYS", hide_env_values = true)]
+        encryption_keys: String,
+    },
     /// Job counts of every queue.
     Stats,
     /// Dead-lettered jobs.
@@ -194,6 +209,10 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<(), CliError> {
             key_name,
             redis_url,
         } => return bootstrap(tenant, key_name, redis_url, out).await,
+        Command::Reencrypt {
+            redis_url,
+            encryption_keys,
+        } => return reencrypt(redis_url, encryption_keys, out).await,
         Command::Stats => {
             api()?
                 .call(reqwest::Method::GET, "/v1/queues", None)
@@ -304,6 +323,45 @@ async fn bootstrap(
         created.secret.expose()
     );
     writeln!(out, "{text}").map_err(|err| CliError::Transport(err.into()))
+}
+
+async fn reencrypt(redis_url: &str, keys: &str, out: &mut impl Write) -> Result<(), CliError> {
+    let keys = EncryptionKey::parse_list(keys)
+        .map_err(|err| CliError::Usage(format!("CONVEYOR_ENCRYPTION_KEYS: {err}")))?;
+    let config = StoreConfig::from_keys(keys)
+        .map_err(|err| CliError::Usage(format!("CONVEYOR_ENCRYPTION_KEYS: {err}")))?;
+    let store = tokio::time::timeout(Duration::from_secs(10), Store::connect(redis_url, config))
+        .await
+        .map_err(|_| CliError::Transport(anyhow::anyhow!("connecting to Redis timed out")))?
+        .map_err(|err| {
+            CliError::Transport(anyhow::Error::new(err).context("connecting to Redis"))
+        })?;
+    let report = store
+        .reencrypt_all()
+        .await
+        .map_err(|err| CliError::Transport(err.into()))?;
+    let failed: Vec<String> = report.failed.iter().map(ToString::to_string).collect();
+    writeln!(
+        out,
+        "examined: {}\nreencrypted: {}\nskipped_concurrent: {}\nfailed: {}",
+        report.examined,
+        report.reencrypted,
+        report.skipped_concurrent,
+        if failed.is_empty() {
+            "none".to_owned()
+        } else {
+            failed.join(", ")
+        }
+    )
+    .map_err(|err| CliError::Transport(err.into()))?;
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Transport(anyhow::anyhow!(
+            "{} credentials could not be decrypted with the configured keys; they were left as they are",
+            failed.len()
+        )))
+    }
 }
 
 /// The HTTP API with a key.
