@@ -73,8 +73,9 @@
 //! 1. Generate a key (`openssl rand -base64 32`) with a new id, and deploy every process with the
 //!    new key first and the old one after it (`CONVEYOR_ENCRYPTION_KEYS=k2:NEW,k1:OLD`, parsed by
 //!    [`EncryptionKey::parse_list`]). From then on new writes use `k2`; `k1` still reads.
-//! 2. Run [`Store::reencrypt_all`] once (`conveyorctl reencrypt`, with the same keys): it rewrites every credential not
-//!    under the active key, skipping any that a concurrent write already replaced.
+//! 2. Run [`Store::reencrypt_all`] once (`conveyorctl reencrypt`, with the same keys): it
+//!    rewrites every credential not under the active key, skipping any that a concurrent write
+//!    already replaced.
 //! 3. When it reports nothing left under `k1`, drop `k1` from the configuration.
 //!
 //! A credential whose key is missing from the keyring, or whose ciphertext was altered, fails
