@@ -10,7 +10,6 @@ use std::time::Duration;
 use axum::http::{Method, StatusCode};
 use chrono::{TimeZone, Utc};
 use conveyor_core::{Asset, Entity, RecordData, UnifiedRecord};
-use conveyor_queue::{JobError, JobSpec, Queue, QueueConfig, WorkerOptions, run_worker};
 use conveyor_store::ApiRole;
 use serde_json::{Value, json};
 
@@ -431,36 +430,7 @@ async fn records_changed_since_a_time_are_listed_and_read_one_by_one() {
 async fn retrying_every_dead_job_requeues_them_all() {
     let h = Harness::start().await;
     let (_, operator) = h.tenant(ApiRole::Operator).await;
-    let queue: Queue<Value> = Queue::connect(&h.server.url(), QueueConfig::new("webhooks"))
-        .await
-        .unwrap();
-    for n in 0..3 {
-        queue
-            .push(JobSpec::new(json!({"n": n})).max_attempts(1))
-            .await
-            .unwrap();
-    }
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(run_worker(
-        queue.clone(),
-        WorkerOptions {
-            concurrency: 2,
-            shutdown_deadline: Duration::from_secs(5),
-        },
-        |_job: Value, _context| async move {
-            Err::<(), _>(JobError::abort("cannot deliver").with_kind("bad_data"))
-        },
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while queue.stats().await.unwrap().dead < 3 {
-        assert!(std::time::Instant::now() < deadline, "jobs never died");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let _ = stop.send(());
-    worker.await.unwrap().unwrap();
+    let (queue, _) = support::dead_webhook_jobs(&h.server.url(), 3, |_| "bad_data").await;
 
     let all = h
         .call(

@@ -6,7 +6,6 @@ use std::time::Duration;
 use axum::http::{Method, StatusCode};
 use chrono::{TimeZone, Utc};
 use conveyor_core::{Asset, Entity, RecordData, UnifiedRecord};
-use conveyor_queue::{JobError, JobSpec, Queue, QueueConfig, WorkerOptions, run_worker};
 use conveyor_store::ApiRole;
 use serde_json::{Value, json};
 
@@ -714,45 +713,14 @@ async fn a_key_over_its_budget_gets_429_with_retry_after_and_ratelimit_headers()
 async fn queue_stats_and_dead_letters_list_show_retry_and_purge() {
     let h = Harness::start().await;
     let (_, operator) = h.tenant(ApiRole::Operator).await;
-    let queue: Queue<Value> = Queue::connect(&h.server.url(), QueueConfig::new("webhooks"))
-        .await
-        .unwrap();
-    let mut ids = Vec::new();
-    for n in 0..4 {
-        ids.push(
-            queue
-                .push(JobSpec::new(json!({"n": n})).max_attempts(1))
-                .await
-                .unwrap()
-                .job_id,
-        );
-    }
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(run_worker(
-        queue.clone(),
-        WorkerOptions {
-            concurrency: 2,
-            shutdown_deadline: Duration::from_secs(5),
-        },
-        |job: Value, _context| async move {
-            let kind = if job["n"].as_u64().unwrap_or(0).is_multiple_of(2) {
-                "bad_data"
-            } else {
-                "timeout"
-            };
-            Err(JobError::abort("cannot deliver").with_kind(kind))
-        },
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while queue.stats().await.unwrap().dead < 4 {
-        assert!(std::time::Instant::now() < deadline, "jobs never died");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let _ = stop.send(());
-    worker.await.unwrap().unwrap();
+    let (queue, ids) = support::dead_webhook_jobs(&h.server.url(), 4, |n| {
+        if n.is_multiple_of(2) {
+            "bad_data"
+        } else {
+            "timeout"
+        }
+    })
+    .await;
 
     let stats = h.call(Method::GET, "/v1/queues", &operator, None).await;
     assert_eq!(stats.body["queues"][1]["name"], "webhooks");

@@ -168,3 +168,47 @@ pub(crate) fn connection_body(password: &str) -> Value {
         "entities": [{"entity": "purchase_orders"}, {"entity": "assets", "interval_secs": 900}]
     })
 }
+
+/// Pushes `count` jobs `{"n": i}` (one attempt each) to the `webhooks` queue of `redis_url` and
+/// runs a worker that aborts each one with the error kind `kind_of(i)` until all are dead
+/// letters. Returns the queue and the jobs' ids in push order.
+pub(crate) async fn dead_webhook_jobs(
+    redis_url: &str,
+    count: u64,
+    kind_of: fn(u64) -> &'static str,
+) -> (conveyor_queue::Queue<Value>, Vec<conveyor_core::JobId>) {
+    use conveyor_queue::{JobError, JobSpec, Queue, QueueConfig, WorkerOptions, run_worker};
+    use std::time::Duration;
+
+    let queue: Queue<Value> = Queue::connect(redis_url, QueueConfig::new("webhooks"))
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for n in 0..count {
+        let spec = JobSpec::new(serde_json::json!({ "n": n })).max_attempts(1);
+        ids.push(queue.push(spec).await.unwrap().job_id);
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(run_worker(
+        queue.clone(),
+        WorkerOptions {
+            concurrency: 2,
+            shutdown_deadline: Duration::from_secs(5),
+        },
+        move |job: Value, _context| async move {
+            let kind = kind_of(job["n"].as_u64().unwrap_or(0));
+            Err::<(), _>(JobError::abort("cannot deliver").with_kind(kind))
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while queue.stats().await.unwrap().dead < count {
+        assert!(std::time::Instant::now() < deadline, "jobs never died");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+    (queue, ids)
+}
